@@ -1,0 +1,110 @@
+"""Run every example briefly against the others; exits non-zero if one misbehaves.
+
+    python examples/run_all.py
+
+Each server starts on a free loopback port (``--port 0``), is exercised by its
+client (or by a few raw connections), then is stopped with Ctrl-C (SIGINT) and
+must exit cleanly.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+HERE = Path(__file__).parent
+PYTHON = sys.executable
+LISTENING = re.compile(rb"listening on \S+:(\d+)")
+
+
+async def start_server(
+    nursery: trio.Nursery, script: str, *args: str
+) -> tuple[trio.Process, int]:
+    """Start an example server on port 0 and return it with the port it printed."""
+    process: trio.Process = await nursery.start(
+        lambda **kw: trio.run_process(
+            [PYTHON, "-u", str(HERE / script), "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            check=False,
+            **kw,
+        )
+    )
+    assert process.stdout is not None
+    seen = b""
+    while (match := LISTENING.search(seen)) is None:
+        chunk = await process.stdout.receive_some()
+        if not chunk:
+            raise RuntimeError(f"{script} exited before listening: {seen.decode()!r}")
+        seen += chunk
+    nursery.start_soon(drain, process)
+    return process, int(match.group(1))
+
+
+async def drain(process: trio.Process) -> None:
+    assert process.stdout is not None
+    async for chunk in process.stdout:
+        sys.stdout.write(chunk.decode(errors="replace"))
+
+
+async def stop(process: trio.Process, script: str) -> None:
+    process.send_signal(signal.SIGINT)
+    code = await process.wait()
+    if code != 0:
+        raise RuntimeError(f"{script} exited with status {code} after SIGINT")
+    print(f"ok: {script} stopped cleanly")
+
+
+async def echo() -> None:
+    async with trio.open_nursery() as nursery:
+        server, port = await start_server(nursery, "echo_server.py")
+        result = await trio.run_process(
+            [PYTHON, str(HERE / "echo_client.py"), "--port", str(port), "--message", "ping"],
+            capture_stdout=True,
+        )
+        if b"Response: ping" not in result.stdout:
+            raise RuntimeError(f"echo_client printed {result.stdout!r}")
+        print("ok: echo_client got its echo")
+        await stop(server, "echo_server.py")
+
+
+async def chat() -> None:
+    async with trio.open_nursery() as nursery:
+        server, port = await start_server(nursery, "chat_server.py")
+        alice = await trio.open_tcp_stream("127.0.0.1", port)
+        bob = await trio.open_tcp_stream("127.0.0.1", port)
+        await read_line_containing(alice, b"joined")  # bob's arrival
+        await alice.send_all(b"hello bob\n")
+        await read_line_containing(bob, b"hello bob")
+        print("ok: chat_server relayed a line")
+        await alice.aclose()
+        await read_line_containing(bob, b"left")
+        await bob.aclose()
+        await stop(server, "chat_server.py")
+
+
+async def read_line_containing(stream: trio.SocketStream, needle: bytes) -> None:
+    seen = b""
+    while needle not in seen:
+        chunk = await stream.receive_some()
+        if not chunk:
+            raise RuntimeError(f"connection closed before {needle!r}; got {seen!r}")
+        seen += chunk
+
+
+EXAMPLES: list[Callable[[], object]] = [echo, chat]
+
+
+async def main() -> None:
+    for example in EXAMPLES:
+        with trio.fail_after(20):
+            await example()  # type: ignore[misc]
+
+
+if __name__ == "__main__":
+    trio.run(main)

@@ -1,0 +1,20 @@
+"""Shared test configuration.
+
+Every async test is marked ``@pytest.mark.trio`` and bounds itself with
+``trio.fail_after``, so a hang is a failure and never a stuck CI run.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+# Real sockets make example timing noisy; correctness, not speed, is under test.
+settings.register_profile(
+    "default",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=50)
+settings.load_profile("ci" if os.environ.get("CI") else "default")

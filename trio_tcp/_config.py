@@ -1,0 +1,82 @@
+"""Named defaults and the validators every public constructor shares.
+
+Validation happens at construction, before any socket exists, so a bad value
+can never bind a surprising port (``70000`` would silently become ``4464``) or
+arm a timer that fires at once. A value of the wrong *type* is a programming
+error and raises :class:`TypeError`; a value of the right type that is out of
+range raises :class:`~trio_tcp.ConfigurationError`, which is also a
+:class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._errors import ConfigurationError
+
+#: Read timeout of a client, in seconds: Ballerina's default.
+DEFAULT_READ_TIMEOUT = 300.0
+#: Write timeout of a client, in seconds: Ballerina's default.
+DEFAULT_WRITE_TIMEOUT = 300.0
+#: Largest single read. 64 KiB matches the kernel's usual socket buffer and
+#: bounds what one unframed ``on_bytes`` call can be handed (never buffer
+#: unframed input without a limit).
+RECEIVE_SIZE = 65536
+#: Largest slice handed to one TLS ``send_all``: SSLStream copies a whole
+#: write into OpenSSL's buffers, so a 256 MiB write unsliced costs ~3x its size.
+TLS_WRITE_SLICE = 65536
+#: How long a graceful close (TLS close_notify, flushing) may take before the
+#: socket is closed forcefully. Short: a peer that does not read must not hold
+#: a stop open.
+CLOSE_TIMEOUT = 2.0
+#: Deadline for ``on_close`` once a connection ends, shielded from any stop.
+ON_CLOSE_TIMEOUT = 5.0
+#: Default ``max_size`` of ``read_until``: a line longer than this is an error
+#: rather than a reason to buffer without end.
+DEFAULT_MAX_LINE = 65536
+
+
+def check_port(name: str, value: object) -> int:
+    """Return ``value`` as a TCP port, or raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if not 0 <= value <= 65535:
+        raise ConfigurationError(f"{name} must be between 0 and 65535, got {value}")
+    return value
+
+
+def check_timeout(name: str, value: object, *, allow_zero: bool = True) -> float | None:
+    """Return ``value`` as a timeout in seconds (``None`` = no timeout), or raise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(value).__name__}")
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ConfigurationError(f"{name} must be finite, got {value!r} (use None for no timeout)")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise ConfigurationError(f"{name} must be {bound} seconds, got {value!r}")
+    return seconds
+
+
+def check_count(name: str, value: object) -> int | None:
+    """Return ``value`` as a positive count (``None`` = unlimited), or raise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    if value < 1:
+        raise ConfigurationError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def check_host(name: str, value: object) -> str | None:
+    """Return ``value`` as a host name or address (``None`` = any), or raise."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+    if not value:
+        raise ConfigurationError(f"{name} must not be empty (use None for any interface)")
+    return value

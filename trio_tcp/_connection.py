@@ -1,0 +1,284 @@
+"""The per-connection driver: handshake -> on_connect -> read loop -> on_error -> on_close.
+
+Theory of operation
+-------------------
+One task per connection runs :meth:`Connection.run`, and it never raises
+anything but cancellation: every failure, the library's or the service's, is
+contained here, so one connection can never disturb the listener (trio's own
+``serve_listeners`` lets a handler exception crash the whole server; this
+driver departs from it on purpose).
+
+The read loop is the only reader. ``on_bytes`` is awaited inline, so the next
+read starts only when it returns: a slow service slows its own client through
+TCP backpressure instead of growing a buffer.
+
+Stopping a connection without a failure (a graceful listener stop, the idle
+timeout, ``caller.close()`` from another task) must not interrupt an
+``on_bytes`` call that is running. So one cancel scope wraps the loop, but it is
+only cancelled while the task is *waiting for input* (``_waiting``); a stop
+requested while ``on_bytes`` runs sets ``_stopping``, checked when it returns.
+The idle timeout is that scope's deadline, armed only while waiting for input.
+
+Whatever happens, one ``finally`` closes the stream and runs ``on_close``
+exactly once, shielded from the stop and bounded by its own short deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._caller import Caller
+from ._config import ON_CLOSE_TIMEOUT, RECEIVE_SIZE
+from ._errors import (
+    STREAM_ERRORS,
+    ConnectionClosedError,
+    Error,
+    FramingError,
+    TLSError,
+    stream_error,
+)
+from ._service import Callbacks, call
+from ._streams import close_stream, endpoints
+from ._writer import check_bytes
+
+if TYPE_CHECKING:
+    from ._service import Service
+    from ._stats import Counters
+
+__all__ = ["Connection", "Settings"]
+
+log = logging.getLogger("trio_tcp")
+
+
+class Settings:
+    """What a listener hands every connection it starts; shared, never copied per connection."""
+
+    __slots__ = ("counters", "handshake_timeout", "idle_timeout")
+
+    def __init__(
+        self,
+        counters: Counters,
+        *,
+        idle_timeout: float | None = None,
+        handshake_timeout: float | None = None,
+    ) -> None:
+        self.counters = counters
+        self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
+
+
+def _user_error(callback: str, exc: Exception) -> Error:
+    """Log a service callback's exception with its traceback; return it as an :class:`Error`."""
+    log.error("%s raised %s", callback, type(exc).__name__, exc_info=exc)
+    if isinstance(exc, Error):
+        return exc
+    error = Error(f"{callback} raised {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class Connection:
+    """Drives one accepted stream through the service's lifecycle."""
+
+    __slots__ = (
+        "_caller",
+        "_scope",
+        "_stopping",
+        "_waiting",
+        "service",
+        "settings",
+        "stream",
+    )
+
+    def __init__(self, stream: trio.abc.Stream, service: Service | None, settings: Settings):
+        self.stream = stream
+        self.service = service
+        self.settings = settings
+        self._scope: trio.CancelScope | None = None
+        self._waiting = False
+        self._stopping = False
+
+    def stop_reading(self) -> None:
+        """End the connection cleanly once any running ``on_bytes`` returns."""
+        self._stopping = True
+        if self._waiting and self._scope is not None:
+            self._scope.cancel()
+
+    def _touch(self, sent: int) -> None:
+        """Count a completed write; it is activity, so it restarts the idle clock."""
+        self.settings.counters.bytes_sent += sent
+        if self._waiting and self._scope is not None and self.settings.idle_timeout is not None:
+            self._scope.deadline = trio.current_time() + self.settings.idle_timeout
+
+    async def run(self) -> None:
+        """Serve the connection to its end. Raises only cancellation."""
+        stream = self.stream
+        counters = self.settings.counters
+        if self.service is None:
+            log.info("no service attached; closing the new connection")
+            await trio.aclose_forcefully(stream)
+            return
+        if isinstance(stream, trio.SSLStream) and not await self._handshake(stream):
+            counters.errors += 1
+            return
+        caller = Caller(stream, endpoints(stream), self.stop_reading)
+        writer = caller._writer
+        writer.on_sent = self._touch
+        writer.on_abort = self.stop_reading
+        try:
+            connection_service = await call(self.service.on_connect, caller)
+        except Exception as exc:
+            _user_error("on_connect", exc)
+            counters.errors += 1
+            await close_stream(stream)
+            return
+        except BaseException:
+            # Cancelled by a stop (or KeyboardInterrupt) inside on_connect: no
+            # callback to run, but the socket must not outlive this task.
+            writer.closed = True
+            await trio.aclose_forcefully(stream)
+            raise
+        if connection_service is None:
+            writer.closed = True
+            await close_stream(stream)
+            return
+
+        callbacks: Callbacks | None = None
+        try:
+            try:
+                callbacks = Callbacks(connection_service, caller)
+            except TypeError as exc:
+                error: Error | None = _user_error("connection service", exc)
+            else:
+                error = await self._read_loop(caller, callbacks)
+            if error is None and writer.failure is not None:
+                # A write from another task broke the connection.
+                error = stream_error(writer.failure)
+            if error is not None:
+                counters.errors += 1
+                await self._report(connection_service, error)
+        finally:
+            writer.closed = True
+            await close_stream(stream)
+            on_close = getattr(connection_service, "on_close", None)
+            if on_close is not None:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + ON_CLOSE_TIMEOUT
+                    try:
+                        await call(on_close)
+                    except Exception as exc:
+                        _user_error("on_close", exc)
+                if scope.cancelled_caught:
+                    log.warning("on_close did not return within %g s", ON_CLOSE_TIMEOUT)
+
+    async def _handshake(self, stream: trio.SSLStream[Any]) -> bool:
+        """Run the TLS handshake in this task; on failure log briefly and drop the connection."""
+        timeout = self.settings.handshake_timeout
+        try:
+            with trio.fail_after(math.inf if timeout is None else timeout):
+                await stream.do_handshake()
+        except trio.TooSlowError:
+            log.info("TLS handshake timed out after %g s; connection dropped", timeout)
+        except STREAM_ERRORS as exc:
+            # A peer speaking garbage is not our error: one INFO line, no traceback.
+            log.info("TLS handshake failed; connection dropped: %s", stream_error(exc))
+        except BaseException:
+            # Cancelled by a stop mid-handshake: close the socket on the way out.
+            await trio.aclose_forcefully(stream)
+            raise
+        else:
+            return True
+        await trio.aclose_forcefully(stream)
+        return False
+
+    async def _read_loop(self, caller: Caller, callbacks: Callbacks) -> Error | None:
+        """Read and dispatch until EOF, a stop or a failure; return the failure, if any."""
+        # Everything looked up once per connection, so the loop body is plain calls.
+        receive_some = self.stream.receive_some
+        on_bytes = callbacks.on_bytes
+        bytes_async = callbacks.bytes_async
+        writer = caller._writer
+        write = writer.write
+        counters = self.settings.counters
+        idle = self.settings.idle_timeout
+        framing = callbacks.framing
+        decoder = decode = encode = None
+        if framing is not None:
+            decoder = framing.decoder()
+            decode, encode = decoder.feed, framing.encode
+            caller._framing = framing
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            while not self._stopping:
+                if idle is not None:
+                    scope.deadline = trio.current_time() + idle
+                self._waiting = True
+                try:
+                    data: bytes | bytearray = await receive_some(RECEIVE_SIZE)
+                except STREAM_ERRORS as exc:
+                    self._waiting = False
+                    if writer.closed:
+                        return None  # closed locally while we waited: not an error
+                    log.debug("connection %s failed: %r", caller.id, exc)
+                    return stream_error(exc)
+                self._waiting = False
+                if idle is not None:
+                    scope.deadline = math.inf
+                if not data:
+                    if decoder is not None and decoder.pending():
+                        return FramingError(
+                            "connection closed in the middle of a message"
+                            f" ({decoder.pending()} bytes buffered)"
+                        )
+                    return None
+                if self._stopping or scope.cancel_called:
+                    return None  # stopped at the instant the data arrived
+                if type(data) is not bytes:
+                    data = bytes(data)  # services are promised immutable bytes
+                counters.bytes_received += len(data)
+                if on_bytes is None:
+                    continue
+                if decode is None:
+                    messages: Iterable[bytes] = (data,)  # a 1-tuple: CPython reuses these
+                else:
+                    try:
+                        messages = decode(data)
+                    except FramingError as exc:
+                        log.debug("connection %s: %s", caller.id, exc)
+                        return exc
+                for message in messages:
+                    try:
+                        result = await on_bytes(message) if bytes_async else on_bytes(message)
+                    except Exception as exc:
+                        return _user_error("on_bytes", exc)
+                    if result is None:
+                        continue
+                    try:
+                        if encode is not None:
+                            check_bytes(result)
+                            result = encode(bytes(result))
+                        await write(result, None)
+                    except TypeError as exc:
+                        return _user_error("on_bytes (its return value)", exc)
+                    except Error as exc:
+                        return exc
+        if scope.cancelled_caught and not self._stopping:
+            log.debug("connection %s idle for %g s; closing", caller.id, idle)
+        return None
+
+    async def _report(self, connection_service: object, error: Error) -> None:
+        """Hand ``error`` to ``on_error`` once; an exception from it is only logged."""
+        on_error = getattr(connection_service, "on_error", None)
+        if on_error is None:
+            if not isinstance(error, (ConnectionClosedError, TLSError)):
+                log.warning("connection error (no on_error): %s", error)
+            return
+        try:
+            await call(on_error, error)
+        except Exception as exc:
+            _user_error("on_error", exc)

@@ -1,0 +1,421 @@
+"""``Listener``: bind, accept, and run every connection in a nursery the caller owns.
+
+Theory of operation
+-------------------
+``serve`` binds with :func:`trio.open_tcp_listeners`, then runs two nested
+nurseries: the outer one holds the connection tasks, the inner one the accept
+loops (one per bound socket). Stopping is cancel scopes, not flags:
+
+* ``graceful_stop`` cancels the accept scope (the listening sockets close, so
+  new connects are refused), asks every connection to finish the chunk in hand
+  and close, and, given a timeout, puts a deadline on the connections' scope;
+* ``immediate_stop`` cancels both scopes at once.
+
+Each connection's ``on_close`` is shielded from either, under its own deadline.
+
+The accept loop is trio_tcp's own rather than :func:`trio.serve_listeners`'s:
+it has to pause at ``max_connections`` (leaving new clients in the kernel's
+backlog), and to rate-limit its log when the process runs out of file
+descriptors instead of logging every failed ``accept``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import errno
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
+
+import trio
+
+from ._config import check_count, check_host, check_port, check_timeout
+from ._connection import Connection, Settings
+from ._errors import BindError, Error
+from ._stats import Counters, ListenerStats
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    import ssl
+
+    from typing_extensions import Unpack
+
+    from ._service import Service
+    from ._tls import ListenerSecureSocket
+
+__all__ = ["Listener", "ListenerOptions", "serve"]
+
+log = logging.getLogger("trio_tcp")
+
+# accept() failures that mean "out of resources right now", not "broken socket":
+# wait and retry, as trio.serve_listeners does.
+_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_CAPACITY_SLEEP = 0.1
+#: At most one "out of file descriptors" log line per this many seconds.
+_CAPACITY_LOG_INTERVAL = 1.0
+# Binding port 0 on several address families gives each its own port; trio_tcp
+# re-binds all of them on the first one's port, retrying if another process
+# took it in between.
+_SAME_PORT_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Config:
+    """A listener's validated settings."""
+
+    port: int
+    host: str | None
+    secure_socket: ListenerSecureSocket | None
+    backlog: int | None
+    max_connections: int | None
+    idle_timeout: float | None
+
+
+class _Run:
+    """The state of one ``serve`` call: its scopes, its connections, its end."""
+
+    __slots__ = ("accept_scope", "connections", "handler_scope", "limit", "port", "stopped")
+
+    def __init__(self, port: int, limit: trio.Semaphore | None) -> None:
+        self.port = port
+        self.limit = limit
+        self.accept_scope = trio.CancelScope()
+        self.handler_scope = trio.CancelScope()
+        self.connections: set[Connection] = set()
+        self.stopped = trio.Event()
+
+
+# Set in every connection task, so a stop requested from inside a connection
+# does not wait for serve() to end (that would wait for itself).
+_current_run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar(
+    "trio_tcp_current_run", default=None
+)
+
+
+class Listener:
+    """A TCP (or TLS) server that hands each connection to the attached service.
+
+    ::
+
+        listener = trio_tcp.Listener(3000)
+        listener.attach(EchoServer())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.serve)
+            ...
+            await listener.graceful_stop()
+
+    Args:
+        local_port: the port to listen on, 0 for any free port (see :attr:`port`).
+        local_host: the interface or address to bind; ``None`` binds every
+            interface, IPv4 and IPv6 alike, on one port number.
+        secure_socket: a :class:`ListenerSecureSocket` to serve TLS.
+        backlog: the kernel's queue of not yet accepted connections
+            (``None``: trio's default, the system maximum).
+        max_connections: at most this many connections at once; at the limit
+            accepting pauses, and new clients wait in the backlog.
+        idle_timeout: close a connection that has neither received nor sent a
+            byte for this many seconds while waiting for input (``on_close``
+            runs; it is not an error). ``None``: never.
+
+    Raises:
+        ConfigurationError: a value out of range (a port above 65535, a
+            negative or non-finite timeout).
+        TypeError: a value of the wrong type.
+    """
+
+    def __init__(
+        self,
+        local_port: int,
+        *,
+        local_host: str | None = None,
+        secure_socket: ListenerSecureSocket | None = None,
+        backlog: int | None = None,
+        max_connections: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self._config = _Config(
+            port=check_port("local_port", local_port),
+            host=check_host("local_host", local_host),
+            secure_socket=secure_socket,
+            backlog=check_count("backlog", backlog),
+            max_connections=check_count("max_connections", max_connections),
+            idle_timeout=check_timeout("idle_timeout", idle_timeout, allow_zero=False),
+        )
+        self._service: Service | None = None
+        self._counters = Counters()
+        self._run: _Run | None = None
+        # True while serve() binds: _run is only set once bound, and binding
+        # awaits, so a second serve() must be refused during it too.
+        self._binding = False
+
+    def __repr__(self) -> str:
+        where = f"{self._config.host or '*'}:{self.port if self._run else self._config.port}"
+        state = "serving" if self._run else "stopped"
+        return f"<trio_tcp.Listener {where} {state}>"
+
+    @property
+    def port(self) -> int | None:
+        """The bound port while serving (one number for every address family), else ``None``."""
+        return self._run.port if self._run is not None else None
+
+    @property
+    def stats(self) -> ListenerStats:
+        """A snapshot of the connection and byte counters."""
+        return self._counters.snapshot()
+
+    def attach(self, service: Service) -> None:
+        """Hand new connections to ``service``; works whether or not the listener is serving.
+
+        Raises:
+            Error: a service is already attached (detach it first).
+            TypeError: ``service`` has no ``on_connect``.
+        """
+        if not callable(getattr(service, "on_connect", None)):
+            raise TypeError(f"a service needs an on_connect method, got {type(service).__name__}")
+        if self._service is not None:
+            raise Error("a service is already attached to this listener; detach it first")
+        self._service = service
+
+    def detach(self, service: Service) -> None:
+        """Stop handing new connections to ``service``; its current connections go on.
+
+        Raises:
+            Error: ``service`` is not the attached service.
+        """
+        if self._service is not service:
+            raise Error("that service is not attached to this listener")
+        self._service = None
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind, report started, and serve until stopped or cancelled.
+
+        Use it with ``await nursery.start(listener.serve)``, which returns once
+        the port is bound (then :attr:`port` is known). A stopped listener can
+        serve again.
+
+        Raises:
+            BindError: the address could not be bound.
+            ConfigurationError: the ``secure_socket`` is unusable (before binding).
+            Error: the listener is already serving.
+        """
+        if self._run is not None or self._binding:
+            raise Error("this listener is already serving")
+        config = self._config
+        self._binding = True
+        try:
+            ssl_context = self._ssl_context()
+            listeners = await _bind(config.port, config.host, config.backlog)
+        finally:
+            self._binding = False
+        limit = None if config.max_connections is None else trio.Semaphore(config.max_connections)
+        run = _Run(listeners[0].socket.getsockname()[1], limit)
+        settings = Settings(
+            self._counters,
+            idle_timeout=config.idle_timeout,
+            handshake_timeout=(
+                config.secure_socket.handshake_timeout if config.secure_socket else None
+            ),
+        )
+        self._run = run
+        try:
+            with run.handler_scope:
+                async with trio.open_nursery() as handlers:
+                    try:
+                        with run.accept_scope:
+                            async with trio.open_nursery() as acceptors:
+                                for listener in listeners:
+                                    acceptors.start_soon(
+                                        self._accept_loop, listener, handlers, run, settings,
+                                        ssl_context,
+                                    )  # fmt: skip
+                                log.info("listening on port %d", run.port)
+                                task_status.started()
+                    finally:
+                        # Close the listening sockets as soon as accepting ends,
+                        # so new connects are refused while connections finish.
+                        for listener in listeners:
+                            await trio.aclose_forcefully(listener)
+        finally:
+            self._run = None
+            run.stopped.set()
+            log.info("stopped listening on port %d", run.port)
+
+    async def graceful_stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, let each connection finish the data in hand, then close it.
+
+        A connection waiting for input is closed at once; one inside
+        ``on_bytes`` closes when that call (and its write-back) returns. After
+        ``timeout`` seconds the remaining connections are cancelled. Returns
+        once :meth:`serve` has returned, except when called from one of this
+        listener's own connections, where it only starts the stop. Stopping a
+        listener that is not serving does nothing.
+
+        Raises:
+            ConfigurationError: ``timeout`` is negative or not finite.
+        """
+        seconds = check_timeout("timeout", timeout)
+        run = self._run
+        if run is None:
+            await trio.lowlevel.checkpoint()
+            return
+        run.accept_scope.cancel()
+        for connection in list(run.connections):
+            connection.stop_reading()
+        if seconds is not None:
+            deadline = trio.current_time() + seconds
+            run.handler_scope.deadline = min(run.handler_scope.deadline, deadline)
+        await self._wait_stopped(run)
+
+    async def immediate_stop(self) -> None:
+        """Stop accepting and cancel every connection now (``on_close`` still runs).
+
+        Returns once :meth:`serve` has returned. Stopping a listener that is
+        not serving does nothing.
+        """
+        run = self._run
+        if run is None:
+            await trio.lowlevel.checkpoint()
+            return
+        run.accept_scope.cancel()
+        run.handler_scope.cancel()
+        await self._wait_stopped(run)
+
+    @staticmethod
+    async def _wait_stopped(run: _Run) -> None:
+        if _current_run.get() is run:
+            await trio.lowlevel.checkpoint()
+        else:
+            await run.stopped.wait()
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        secure_socket = self._config.secure_socket
+        if secure_socket is None:
+            return None
+        from ._tls import build_server_context
+
+        return build_server_context(secure_socket)
+
+    async def _accept_loop(
+        self,
+        listener: trio.SocketListener,
+        handlers: trio.Nursery,
+        run: _Run,
+        settings: Settings,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        limit = run.limit
+        counters = self._counters
+        last_complaint = -math.inf
+        suppressed = 0
+        while True:
+            if limit is not None:
+                await limit.acquire()
+            try:
+                stream: trio.abc.Stream = await listener.accept()
+            except OSError as exc:
+                if limit is not None:
+                    limit.release()
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+                now = trio.current_time()
+                if now - last_complaint >= _CAPACITY_LOG_INTERVAL:
+                    log.error(
+                        "accept failed: %s; retrying every %g s (%d similar failures not logged)",
+                        exc.strerror, _CAPACITY_SLEEP, suppressed,
+                    )  # fmt: skip
+                    last_complaint, suppressed = now, 0
+                else:
+                    suppressed += 1
+                await trio.sleep(_CAPACITY_SLEEP)
+                continue
+            if ssl_context is not None:
+                stream = trio.SSLStream(stream, ssl_context, server_side=True)
+            connection = Connection(stream, self._service, settings)
+            run.connections.add(connection)
+            counters.total += 1
+            counters.active += 1
+            handlers.start_soon(self._run_connection, connection, run)
+
+    async def _run_connection(self, connection: Connection, run: _Run) -> None:
+        """The fault barrier around one connection: nothing but cancellation escapes."""
+        _current_run.set(run)
+        try:
+            await connection.run()
+        except Exception:
+            log.exception("internal error while serving a connection")
+        except BaseExceptionGroup as group:
+            # Cancellation mixed with failures (a service's own nursery, say):
+            # log the failures, let the cancellation through.
+            failures, rest = group.split(Exception)
+            if failures is not None:
+                log.error("connection task failed", exc_info=failures)
+            if rest is not None:
+                raise rest from None
+        finally:
+            run.connections.discard(connection)
+            self._counters.active -= 1
+            if run.limit is not None:
+                run.limit.release()
+
+
+async def _bind(port: int, host: str | None, backlog: int | None) -> list[trio.SocketListener]:
+    """Bind every address of ``host`` on one port number; raise :class:`BindError`."""
+    where = f"{host or '*'}:{port}"
+    for _ in range(_SAME_PORT_ATTEMPTS):
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+        except OSError as exc:
+            raise BindError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+        ports = {listener.socket.getsockname()[1] for listener in listeners}
+        if len(ports) == 1:
+            return listeners
+        # Port 0 on several families: each got its own port. Re-bind them all
+        # on the first one's port.
+        first = listeners[0].socket.getsockname()[1]
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        try:
+            listeners = await trio.open_tcp_listeners(first, host=host, backlog=backlog)
+        except OSError:
+            continue  # taken in between; try a fresh pair
+        return listeners
+    raise BindError(f"cannot listen on {where}: no port free on every address family")
+
+
+class ListenerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Listener`, for :func:`serve`."""
+
+    local_host: str | None
+    secure_socket: ListenerSecureSocket | None
+    backlog: int | None
+    max_connections: int | None
+    idle_timeout: float | None
+
+
+async def serve(
+    local_port: int,
+    service: Service,
+    *,
+    task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED,
+    **options: Unpack[ListenerOptions],
+) -> None:
+    """Serve ``service`` on ``local_port`` until cancelled: the one-line form for scripts.
+
+    ::
+
+        await trio_tcp.serve(3000, EchoServer())                  # runs until cancelled
+        listener = await nursery.start(trio_tcp.serve, 0, EchoServer())  # the Listener
+
+    ``options`` are :class:`Listener`'s keyword arguments. With
+    ``nursery.start`` it returns the serving :class:`Listener`, to read its
+    :attr:`~Listener.port` or stop it.
+    """
+    listener = Listener(local_port, **options)
+    listener.attach(service)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listener.serve)
+        task_status.started(listener)

@@ -1,0 +1,88 @@
+"""Small helpers over :class:`trio.abc.Stream` shared by the client and the listener.
+
+Nothing here knows about services or clients; everything works on any trio
+stream, so the drivers can be tested over :func:`trio.testing.memory_stream_pair`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from dataclasses import dataclass
+
+import trio
+
+from ._config import CLOSE_TIMEOUT, TLS_WRITE_SLICE
+
+__all__ = ["Endpoints", "close_stream", "endpoints", "send_sliced", "ssl_stream_of"]
+
+Bytes = bytes | bytearray | memoryview
+
+
+def ssl_stream_of(stream: trio.abc.Stream) -> trio.SSLStream[trio.abc.Stream] | None:
+    """Return ``stream`` if it is a TLS stream, else ``None``."""
+    return stream if isinstance(stream, trio.SSLStream) else None
+
+
+async def send_sliced(stream: trio.abc.SendStream, data: Bytes) -> None:
+    """``send_all`` in bounded slices, so a TLS stream never copies a huge write at once.
+
+    Only worth it for TLS: a plain socket stream already sends a memoryview in
+    place. Slicing does not make cancellation safe: a cancelled write still
+    leaves the stream in an unknown state.
+    """
+    size = len(data)
+    if size <= TLS_WRITE_SLICE:
+        await stream.send_all(data)
+        return
+    with memoryview(data) as view:
+        for start in range(0, size, TLS_WRITE_SLICE):
+            await stream.send_all(view[start : start + TLS_WRITE_SLICE])
+
+
+async def close_stream(stream: trio.abc.AsyncResource, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Close gracefully (TLS close_notify) within ``timeout``, then forcefully.
+
+    Shielded: closing must finish even when the surrounding scope is being
+    cancelled, or a stop would leak sockets. The deadline keeps a peer that
+    never reads from holding the close open.
+    """
+    # The peer may be gone or the stream already broken: then there is nothing
+    # left to flush, and the resource is closed on the way out anyway.
+    gone = contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout) as scope, gone:
+        await stream.aclose()
+    if scope.cancelled_caught:
+        await trio.aclose_forcefully(stream)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Both ends of a connection, read once when it is established."""
+
+    remote_host: str
+    remote_port: int
+    local_host: str
+    local_port: int
+
+
+_UNKNOWN = Endpoints("", 0, "", 0)
+
+
+def endpoints(stream: trio.abc.Stream) -> Endpoints:
+    """Read the addresses of ``stream``'s socket (through TLS), or blanks if it has none."""
+    inner: object = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    sock = getattr(inner, "socket", None)
+    if sock is None:
+        return _UNKNOWN
+    try:
+        remote = sock.getpeername()
+        local = sock.getsockname()
+    except OSError:
+        # Already reset by the peer: the connection still runs its lifecycle.
+        return _UNKNOWN
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):  # pragma: no cover
+        return Endpoints(str(remote), 0, str(local), 0)
+    return Endpoints(remote[0], remote[1], local[0], local[1])
