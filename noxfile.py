@@ -39,7 +39,8 @@ def typecheck(session: nox.Session) -> None:
     trio-typing's ``trio-stubs`` shadow them (mypy reports "Name
     trio.TaskStatus is not defined", and its plugin crashes mypy 2.x).
     """
-    session.install("-e", ".[test]", "mypy", "nox")
+    # exceptiongroup: mypy checks as Python 3.10, where trio_tcp imports it.
+    session.install("-e", ".[test]", "mypy", "nox", "exceptiongroup")
     session.run("mypy", "--strict", *SOURCES)
 
 

@@ -13,6 +13,7 @@ Stop it with Ctrl-C (or SIGTERM): the listener stops gracefully.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import signal
 
@@ -46,11 +47,9 @@ class ChatRoom(trio_tcp.Service):
     async def send(self, member: trio_tcp.Caller, data: bytes) -> None:
         # A write cut short by the timeout closes that member's connection:
         # it may have received half a line, so it cannot continue.
-        with trio.move_on_after(SEND_TIMEOUT):
-            try:
-                await member.write_bytes(data)
-            except trio_tcp.ConnectionClosedError:
-                pass  # it left in the meantime; its on_close removes it
+        # ConnectionClosedError: it left in the meantime, and its on_close removes it.
+        with trio.move_on_after(SEND_TIMEOUT), contextlib.suppress(trio_tcp.ConnectionClosedError):
+            await member.write_bytes(data)
 
 
 class Member(trio_tcp.ConnectionService):
@@ -86,8 +85,12 @@ async def main(host: str, port: int) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=3001, help="port, 0 for any (default: %(default)s)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=3001, help="port, 0 for any (default: %(default)s)"
+    )
     return parser.parse_args()
 
 

@@ -9,6 +9,7 @@ must exit cleanly.
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import subprocess
@@ -23,18 +24,11 @@ PYTHON = sys.executable
 LISTENING = re.compile(rb"listening on \S+:(\d+)")
 
 
-async def start_server(
-    nursery: trio.Nursery, script: str, *args: str
-) -> tuple[trio.Process, int]:
+async def start_server(nursery: trio.Nursery, script: str, *args: str) -> tuple[trio.Process, int]:
     """Start an example server on port 0 and return it with the port it printed."""
-    process: trio.Process = await nursery.start(
-        lambda **kw: trio.run_process(
-            [PYTHON, "-u", str(HERE / script), "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            check=False,
-            **kw,
-        )
-    )
+    command = [PYTHON, "-u", str(HERE / script), "--port", "0", *args]
+    run = functools.partial(trio.run_process, command, stdout=subprocess.PIPE, check=False)
+    process: trio.Process = await nursery.start(run)
     assert process.stdout is not None
     seen = b""
     while (match := LISTENING.search(seen)) is None:

@@ -119,62 +119,71 @@ class Connection:
         """Serve the connection to its end. Raises only cancellation."""
         stream = self.stream
         counters = self.settings.counters
-        if self.service is None:
-            log.info("no service attached; closing the new connection")
-            await trio.aclose_forcefully(stream)
-            return
-        if isinstance(stream, trio.SSLStream) and not await self._handshake(stream):
-            counters.errors += 1
-            return
-        caller = Caller(stream, endpoints(stream), self.stop_reading)
-        writer = caller._writer
-        writer.on_sent = self._touch
-        writer.on_abort = self.stop_reading
+        connection_service: object | None = None
+        established = False  # handshake done: a graceful close (close_notify) makes sense
+        writer = None
         try:
-            connection_service = await call(self.service.on_connect, caller)
-        except Exception as exc:
-            _user_error("on_connect", exc)
-            counters.errors += 1
-            await close_stream(stream)
-            return
-        except BaseException:
-            # Cancelled by a stop (or KeyboardInterrupt) inside on_connect: no
-            # callback to run, but the socket must not outlive this task.
-            writer.closed = True
-            await trio.aclose_forcefully(stream)
-            raise
-        if connection_service is None:
-            writer.closed = True
-            await close_stream(stream)
-            return
-
-        callbacks: Callbacks | None = None
-        try:
+            if self.service is None:
+                log.info("no service attached; closing the new connection")
+                return
+            if isinstance(stream, trio.SSLStream) and not await self._handshake(stream):
+                counters.errors += 1
+                return
+            established = True
+            caller = Caller(stream, endpoints(stream), self.stop_reading)
+            writer = caller._writer
+            writer.on_sent = self._touch
+            writer.on_abort = self.stop_reading
             try:
-                callbacks = Callbacks(connection_service, caller)
-            except TypeError as exc:
-                error: Error | None = _user_error("connection service", exc)
-            else:
-                error = await self._read_loop(caller, callbacks)
-            if error is None and writer.failure is not None:
-                # A write from another task broke the connection.
-                error = stream_error(writer.failure)
+                connection_service = await call(self.service.on_connect, caller)
+            except Exception as exc:
+                _user_error("on_connect", exc)
+                counters.errors += 1
+                return
+            if connection_service is None:
+                return
+            error = await self._serve(caller, connection_service)
             if error is not None:
                 counters.errors += 1
                 await self._report(connection_service, error)
         finally:
-            writer.closed = True
-            await close_stream(stream)
-            on_close = getattr(connection_service, "on_close", None)
-            if on_close is not None:
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + ON_CLOSE_TIMEOUT
-                    try:
-                        await call(on_close)
-                    except Exception as exc:
-                        _user_error("on_close", exc)
-                if scope.cancelled_caught:
-                    log.warning("on_close did not return within %g s", ON_CLOSE_TIMEOUT)
+            # One exit for every path, cancellation included: the socket never
+            # outlives this task, and on_close runs exactly once if it is due.
+            if writer is not None:
+                writer.closed = True
+            if established:
+                await close_stream(stream)
+            else:
+                await trio.aclose_forcefully(stream)
+            if connection_service is not None:
+                await self._close_service(connection_service)
+
+    async def _serve(self, caller: Caller, connection_service: object) -> Error | None:
+        """Run the read loop; return the error that ended the connection, if any."""
+        try:
+            callbacks = Callbacks(connection_service, caller)
+        except TypeError as exc:
+            return _user_error("connection service", exc)
+        error = await self._read_loop(caller, callbacks)
+        failure = caller._writer.failure
+        if error is None and failure is not None:
+            # A write from another task broke the connection.
+            error = stream_error(failure)
+        return error
+
+    async def _close_service(self, connection_service: object) -> None:
+        """Run ``on_close``, shielded from any stop but bounded by its own deadline."""
+        on_close = getattr(connection_service, "on_close", None)
+        if on_close is None:
+            return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + ON_CLOSE_TIMEOUT
+            try:
+                await call(on_close)
+            except Exception as exc:
+                _user_error("on_close", exc)
+        if scope.cancelled_caught:
+            log.warning("on_close did not return within %g s", ON_CLOSE_TIMEOUT)
 
     async def _handshake(self, stream: trio.SSLStream[Any]) -> bool:
         """Run the TLS handshake in this task; on failure log briefly and drop the connection."""
@@ -187,13 +196,8 @@ class Connection:
         except STREAM_ERRORS as exc:
             # A peer speaking garbage is not our error: one INFO line, no traceback.
             log.info("TLS handshake failed; connection dropped: %s", stream_error(exc))
-        except BaseException:
-            # Cancelled by a stop mid-handshake: close the socket on the way out.
-            await trio.aclose_forcefully(stream)
-            raise
         else:
             return True
-        await trio.aclose_forcefully(stream)
         return False
 
     async def _read_loop(self, caller: Caller, callbacks: Callbacks) -> Error | None:
@@ -258,6 +262,11 @@ class Connection:
                         return _user_error("on_bytes", exc)
                     if result is None:
                         continue
+                    if writer.closed and writer.failure is None:
+                        # The service closed its own connection (caller.close()):
+                        # there is no one left to answer, and that is no error.
+                        log.debug("connection %s closed; reply of on_bytes dropped", caller.id)
+                        return None
                     try:
                         if encode is not None:
                             check_bytes(result)

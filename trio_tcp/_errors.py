@@ -104,10 +104,7 @@ def stream_error(exc: BaseException) -> Error:
         return exc
     cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
     if isinstance(cause, ssl.SSLError):
-        reason = getattr(cause, "reason", None) or cause.__class__.__name__
-        if isinstance(cause, ssl.SSLEOFError):
-            return TLSError(f"TLS peer closed the connection without close_notify ({reason})")
-        return TLSError(f"TLS failure: {reason}")
+        return _tls_error(cause)
     if isinstance(exc, trio.ClosedResourceError):
         return ConnectionClosedError("connection already closed (closed locally)")
     if isinstance(cause, OSError):
@@ -117,6 +114,49 @@ def stream_error(exc: BaseException) -> Error:
     if isinstance(exc, trio.BrokenResourceError):
         return ConnectionClosedError("connection broken")
     raise TypeError(f"not a stream error: {exc!r}")  # pragma: no cover - guarded by callers
+
+
+# OpenSSL reason codes a user meets on a failed handshake, said in words.
+# The code itself stays in the message, so it can still be searched for.
+# "the peer ..." lines come from an alert the other side sent.
+_TLS_REASONS = {
+    "UNSUPPORTED_PROTOCOL": "no TLS version in common",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the peer refused the TLS version: no version in common",
+    "NO_SHARED_CIPHER": "no cipher suite in common",
+    "NO_CIPHERS_AVAILABLE": "no cipher suite available for the TLS versions allowed",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+        "the peer aborted the handshake (no cipher suite in common, "
+        "or it requires a client certificate)"
+    ),
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client sent no certificate, but one is required",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
+        "the server requires a client certificate, and none was sent"
+    ),
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust this side's certificate (unknown CA)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer rejected this side's certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the peer rejected this side's certificate as expired",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the peer rejected this side's certificate",
+    "TLSV1_ALERT_DECRYPT_ERROR": "the peer could not verify this side's handshake signature",
+    "WRONG_VERSION_NUMBER": "the peer does not speak TLS (or sent garbage)",
+    "HTTP_REQUEST": "the peer sent a plain HTTP request, not TLS",
+    "UNEXPECTED_MESSAGE": "the peer broke the TLS protocol (unexpected message)",
+}
+
+
+def _tls_error(cause: ssl.SSLError) -> TLSError:
+    """Word a TLS failure so the message says what went wrong, not only OpenSSL's code."""
+    reason = getattr(cause, "reason", None) or type(cause).__name__
+    if isinstance(cause, ssl.SSLEOFError):
+        return TLSError(f"TLS peer closed the connection without close_notify ({reason})")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        # verify_message is OpenSSL's own words: "certificate has expired",
+        # "Hostname mismatch, certificate is not valid for 'x'.", ...
+        detail = getattr(cause, "verify_message", None) or reason
+        return TLSError(f"TLS certificate verification failed: {detail}")
+    explained = _TLS_REASONS.get(reason)
+    if explained is not None:
+        return TLSError(f"TLS failure: {explained} ({reason})")
+    return TLSError(f"TLS failure: {reason}")
 
 
 # What the stream-level helpers catch and translate. BusyResourceError is

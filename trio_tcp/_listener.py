@@ -335,6 +335,10 @@ class Listener:
             if ssl_context is not None:
                 stream = trio.SSLStream(stream, ssl_context, server_side=True)
             connection = Connection(stream, self._service, settings)
+            if run.accept_scope.cancel_called:
+                # Accepted in the same instant a stop began: it is served, but
+                # must not keep a graceful stop waiting for its client to leave.
+                connection.stop_reading()
             run.connections.add(connection)
             counters.total += 1
             counters.active += 1
