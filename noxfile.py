@@ -13,7 +13,7 @@ nox.options.error_on_missing_interpreters = False
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = ["3.11"]
-SOURCES = ["trio_tcp", "tests", "examples", "noxfile.py"]
+SOURCES = ["trio_tcp", "tests", "examples", "benchmarks", "noxfile.py"]
 
 
 @nox.session(python=PYTHON)
@@ -47,5 +47,24 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def examples(session: nox.Session) -> None:
     """Run every example briefly against the others (see examples/run_all.py)."""
-    session.install("-e", ".")
+    # trustme: tls_echo_server.py makes a throwaway CA when given no certificate.
+    session.install("-e", ".", "trustme")
     session.run("python", "examples/run_all.py")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the benchmark suite (not a default session; see docs/performance.md).
+
+    Without arguments it measures everything and refreshes docs/performance.json
+    and docs/performance.png; ``nox -s bench -- --duration 0.5 --repeat 1``
+    passes the arguments to benchmarks/run.py instead.
+    """
+    session.install("-e", ".[bench]")
+    args = session.posargs or [
+        "--json",
+        "docs/performance.json",
+        "--chart",
+        "docs/performance.png",
+    ]
+    session.run("python", "benchmarks/run.py", *args)

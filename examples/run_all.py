@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,8 +26,11 @@ LISTENING = re.compile(rb"listening on \S+:(\d+)")
 
 
 async def start_server(nursery: trio.Nursery, script: str, *args: str) -> tuple[trio.Process, int]:
-    """Start an example server on port 0 and return it with the port it printed."""
-    command = [PYTHON, "-u", str(HERE / script), "--port", "0", *args]
+    """Start an example server on port 0 and return it with the port it printed.
+
+    ``args`` come before ``--port``, so they may name a sub-command (``serve``).
+    """
+    command = [PYTHON, "-u", str(HERE / script), *args, "--port", "0"]
     run = functools.partial(trio.run_process, command, stdout=subprocess.PIPE, check=False)
     process: trio.Process = await nursery.start(run)
     assert process.stdout is not None
@@ -67,6 +71,26 @@ async def echo() -> None:
         await stop(server, "echo_server.py")
 
 
+async def tls_echo() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        ca = str(Path(scratch) / "ca.pem")  # the server's throwaway CA, for the client
+        async with trio.open_nursery() as nursery:
+            server, port = await start_server(nursery, "tls_echo_server.py", "--write-ca", ca)
+            client = [PYTHON, str(HERE / "tls_echo_client.py"), "--port", str(port)]
+            result = await trio.run_process(
+                [*client, "--cafile", ca, "--message", "ping"], capture_stdout=True
+            )
+            if b"Response: ping" not in result.stdout:
+                raise RuntimeError(f"tls_echo_client printed {result.stdout!r}")
+            print("ok: tls_echo_client got its echo over TLS")
+            # Without the CA the client must refuse the server, and say so.
+            refused = await trio.run_process(client, capture_stderr=True, check=False)
+            if refused.returncode != 1 or b"verification failed" not in refused.stderr:
+                raise RuntimeError(f"untrusted tls_echo_client said {refused.stderr!r}")
+            print("ok: tls_echo_client refused an untrusted server")
+            await stop(server, "tls_echo_server.py")
+
+
 async def chat() -> None:
     async with trio.open_nursery() as nursery:
         server, port = await start_server(nursery, "chat_server.py")
@@ -82,6 +106,25 @@ async def chat() -> None:
         await stop(server, "chat_server.py")
 
 
+async def framed_rpc() -> None:
+    async with trio.open_nursery() as nursery:
+        server, port = await start_server(nursery, "framed_rpc.py", "serve")
+        calls = {
+            ("UPPER", "hello"): b"HELLO",
+            ("REVERSE", "hello"): b"olleh",
+            ("NOPE", "x"): b"ERR unknown command",
+        }
+        for request, expected in calls.items():
+            result = await trio.run_process(
+                [PYTHON, str(HERE / "framed_rpc.py"), "call", "--port", str(port), *request],
+                capture_stdout=True,
+            )
+            if result.stdout.strip() != expected:
+                raise RuntimeError(f"framed_rpc call {request} printed {result.stdout!r}")
+        print("ok: framed_rpc answered its calls")
+        await stop(server, "framed_rpc.py")
+
+
 async def read_line_containing(stream: trio.SocketStream, needle: bytes) -> None:
     seen = b""
     while needle not in seen:
@@ -91,7 +134,7 @@ async def read_line_containing(stream: trio.SocketStream, needle: bytes) -> None
         seen += chunk
 
 
-EXAMPLES: list[Callable[[], object]] = [echo, chat]
+EXAMPLES: list[Callable[[], object]] = [echo, tls_echo, chat, framed_rpc]
 
 
 async def main() -> None:

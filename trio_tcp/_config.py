@@ -29,6 +29,10 @@ TLS_WRITE_SLICE = 65536
 #: socket is closed forcefully. Short: a peer that does not read must not hold
 #: a stop open.
 CLOSE_TIMEOUT = 2.0
+#: How long sending the alert of a failed TLS handshake may take. An alert is
+#: a few bytes that fit any socket buffer; only a peer that stopped reading
+#: entirely can make it wait, and a dying connection must not wait for it.
+TLS_ALERT_TIMEOUT = 0.5
 #: Deadline for ``on_close`` once a connection ends, shielded from any stop.
 ON_CLOSE_TIMEOUT = 5.0
 #: Default ``max_size`` of ``read_until``: a line longer than this is an error

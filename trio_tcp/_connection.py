@@ -40,10 +40,12 @@ from ._errors import (
     Error,
     FramingError,
     TLSError,
+    handshake_error,
     stream_error,
 )
+from ._framing import Decoder
 from ._service import Callbacks, call
-from ._streams import close_stream, endpoints
+from ._streams import close_stream, endpoints, peer_name, send_tls_alert
 from ._writer import check_bytes
 
 if TYPE_CHECKING:
@@ -127,7 +129,6 @@ class Connection:
                 log.info("no service attached; closing the new connection")
                 return
             if isinstance(stream, trio.SSLStream) and not await self._handshake(stream):
-                counters.errors += 1
                 return
             established = True
             caller = Caller(stream, endpoints(stream), self.stop_reading)
@@ -186,19 +187,45 @@ class Connection:
             log.warning("on_close did not return within %g s", ON_CLOSE_TIMEOUT)
 
     async def _handshake(self, stream: trio.SSLStream[Any]) -> bool:
-        """Run the TLS handshake in this task; on failure log briefly and drop the connection."""
+        """Run the TLS handshake in this task; say whether the connection may go on.
+
+        A failure is the peer's doing (garbage, a plain client, a rejected
+        certificate), so it is one INFO line per connection, no traceback; the
+        alert OpenSSL wrote is sent so the peer learns why. A stop cancels a
+        handshake in progress: no callback has run, so there is nothing to let
+        finish, and a silent client must not hold a graceful stop open for the
+        whole ``handshake_timeout``. The caller closes the stream.
+        """
+        if self._stopping:
+            return False
         timeout = self.settings.handshake_timeout
-        try:
-            with trio.fail_after(math.inf if timeout is None else timeout):
-                await stream.do_handshake()
-        except trio.TooSlowError:
-            log.info("TLS handshake timed out after %g s; connection dropped", timeout)
-        except STREAM_ERRORS as exc:
-            # A peer speaking garbage is not our error: one INFO line, no traceback.
-            log.info("TLS handshake failed; connection dropped: %s", stream_error(exc))
-        else:
-            return True
-        return False
+        with trio.CancelScope() as scope:
+            # Waiting for the peer, as far as stop_reading() is concerned.
+            self._scope, self._waiting = scope, True
+            try:
+                with trio.fail_after(math.inf if timeout is None else timeout):
+                    await stream.do_handshake()
+            except trio.TooSlowError:
+                log.info(
+                    "TLS handshake from %s timed out after %g s; connection dropped",
+                    peer_name(stream), timeout,
+                )  # fmt: skip
+                self.settings.counters.errors += 1
+                return False
+            except STREAM_ERRORS as exc:
+                log.info(
+                    "TLS handshake from %s failed; connection dropped: %s",
+                    peer_name(stream), handshake_error(exc),
+                )  # fmt: skip
+                self.settings.counters.errors += 1
+                await send_tls_alert(stream)
+                return False
+            finally:
+                self._scope, self._waiting = None, False
+        if scope.cancelled_caught:
+            log.debug("TLS handshake from %s stopped by the listener", peer_name(stream))
+            return False
+        return True
 
     async def _read_loop(self, caller: Caller, callbacks: Callbacks) -> Error | None:
         """Read and dispatch until EOF, a stop or a failure; return the failure, if any."""
@@ -213,7 +240,19 @@ class Connection:
         framing = callbacks.framing
         decoder = decode = encode = None
         if framing is not None:
-            decoder = framing.decoder()
+            # A user-written framing is user code: its failures are the service's,
+            # reported like an exception from on_bytes, never an internal error.
+            try:
+                made: object = framing.decoder()
+            except Exception as exc:
+                return _user_error("framing.decoder()", exc)
+            if not isinstance(made, Decoder):
+                wrong = TypeError(
+                    "framing.decoder() must return an object with feed(data) and"
+                    f" pending() methods, got {type(made).__name__}"
+                )
+                return _user_error("framing.decoder()", wrong)
+            decoder = made
             decode, encode = decoder.feed, framing.encode
             caller._framing = framing
         with trio.CancelScope() as scope:
@@ -240,7 +279,9 @@ class Connection:
                             f" ({decoder.pending()} bytes buffered)"
                         )
                     return None
-                if self._stopping or scope.cancel_called:
+                # Every cancel of this scope but the idle deadline sets _stopping first,
+                # so the scope (whose cancel_called reads the clock) is checked only with one.
+                if self._stopping or (idle is not None and scope.cancel_called):
                     return None  # stopped at the instant the data arrived
                 if type(data) is not bytes:
                     data = bytes(data)  # services are promised immutable bytes
@@ -255,7 +296,14 @@ class Connection:
                     except FramingError as exc:
                         log.debug("connection %s: %s", caller.id, exc)
                         return exc
+                    except Exception as exc:
+                        return _user_error("the framing's decoder", exc)
                 for message in messages:
+                    if caller.closed:
+                        # Closed while earlier messages of this chunk were handled
+                        # (caller.close(), or a failed write from another task):
+                        # no one is left to answer the rest.
+                        return None
                     try:
                         result = await on_bytes(message) if bytes_async else on_bytes(message)
                     except Exception as exc:
@@ -275,7 +323,9 @@ class Connection:
                     except TypeError as exc:
                         return _user_error("on_bytes (its return value)", exc)
                     except Error as exc:
-                        return exc
+                        return exc  # FramingError from encode: nothing of the reply was sent
+                    except Exception as exc:
+                        return _user_error("framing.encode", exc)
         if scope.cancelled_caught and not self._stopping:
             log.debug("connection %s idle for %g s; closing", caller.id, idle)
         return None

@@ -37,6 +37,7 @@ __all__ = [
     "ReadTimeoutError",
     "TLSError",
     "WriteTimeoutError",
+    "handshake_error",
     "map_stream_errors",
     "stream_error",
 ]
@@ -114,6 +115,22 @@ def stream_error(exc: BaseException) -> Error:
     if isinstance(exc, trio.BrokenResourceError):
         return ConnectionClosedError("connection broken")
     raise TypeError(f"not a stream error: {exc!r}")  # pragma: no cover - guarded by callers
+
+
+def handshake_error(exc: BaseException) -> TLSError:
+    """Translate an exception raised by a TLS handshake: always a :class:`TLSError`.
+
+    A handshake that ends because the peer closed or reset the connection is
+    still a failed handshake, and says so (not "closed without close_notify",
+    which is about truncated data).
+    """
+    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+    if isinstance(cause, ssl.SSLEOFError):
+        return TLSError("the peer closed the connection during the TLS handshake")
+    error = stream_error(exc)
+    if isinstance(error, TLSError):
+        return error
+    return TLSError(f"{error} during the TLS handshake")
 
 
 # OpenSSL reason codes a user meets on a failed handshake, said in words.

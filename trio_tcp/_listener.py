@@ -2,9 +2,9 @@
 
 Theory of operation
 -------------------
-``serve`` binds with :func:`trio.open_tcp_listeners`, then runs two nested
-nurseries: the outer one holds the connection tasks, the inner one the accept
-loops (one per bound socket). Stopping is cancel scopes, not flags:
+``serve`` binds (see ``_accept``), then runs two nested nurseries: the outer
+one holds the connection tasks, the inner one the accept loops (one per bound
+socket). Stopping is cancel scopes, not flags:
 
 * ``graceful_stop`` cancels the accept scope (the listening sockets close, so
   new connects are refused), asks every connection to finish the chunk in hand
@@ -12,29 +12,26 @@ loops (one per bound socket). Stopping is cancel scopes, not flags:
 * ``immediate_stop`` cancels both scopes at once.
 
 Each connection's ``on_close`` is shielded from either, under its own deadline.
-
-The accept loop is trio_tcp's own rather than :func:`trio.serve_listeners`'s:
-it has to pause at ``max_connections`` (leaving new clients in the kernel's
-backlog), and to rate-limit its log when the process runs out of file
-descriptors instead of logging every failed ``accept``.
 """
 
 from __future__ import annotations
 
 import contextvars
-import errno
 import logging
-import math
+import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
 import trio
 
+from ._accept import accept_loop, bind, close_listening
 from ._config import check_count, check_host, check_port, check_timeout
 from ._connection import Connection, Settings
-from ._errors import BindError, Error
+from ._errors import Error
 from ._stats import Counters, ListenerStats
+from ._tcpstream import TCPStream, prepare_socket
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -50,17 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["Listener", "ListenerOptions", "serve"]
 
 log = logging.getLogger("trio_tcp")
-
-# accept() failures that mean "out of resources right now", not "broken socket":
-# wait and retry, as trio.serve_listeners does.
-_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-_CAPACITY_SLEEP = 0.1
-#: At most one "out of file descriptors" log line per this many seconds.
-_CAPACITY_LOG_INTERVAL = 1.0
-# Binding port 0 on several address families gives each its own port; trio_tcp
-# re-binds all of them on the first one's port, retrying if another process
-# took it in between.
-_SAME_PORT_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,11 +194,11 @@ class Listener:
         self._binding = True
         try:
             ssl_context = self._ssl_context()
-            listeners = await _bind(config.port, config.host, config.backlog)
+            listeners = await bind(config.port, config.host, config.backlog)
         finally:
             self._binding = False
         limit = None if config.max_connections is None else trio.Semaphore(config.max_connections)
-        run = _Run(listeners[0].socket.getsockname()[1], limit)
+        run = _Run(listeners[0].getsockname()[1], limit)
         settings = Settings(
             self._counters,
             idle_timeout=config.idle_timeout,
@@ -224,25 +210,51 @@ class Listener:
         try:
             with run.handler_scope:
                 async with trio.open_nursery() as handlers:
+                    start = self._starter(run, handlers, settings, ssl_context)
                     try:
                         with run.accept_scope:
                             async with trio.open_nursery() as acceptors:
                                 for listener in listeners:
-                                    acceptors.start_soon(
-                                        self._accept_loop, listener, handlers, run, settings,
-                                        ssl_context,
-                                    )  # fmt: skip
+                                    acceptors.start_soon(accept_loop, listener, start, limit)
                                 log.info("listening on port %d", run.port)
                                 task_status.started()
                     finally:
                         # Close the listening sockets as soon as accepting ends,
                         # so new connects are refused while connections finish.
-                        for listener in listeners:
-                            await trio.aclose_forcefully(listener)
+                        close_listening(listeners)
         finally:
+            close_listening(listeners)  # if cancelled before the nurseries opened
             self._run = None
             run.stopped.set()
             log.info("stopped listening on port %d", run.port)
+
+    def _starter(
+        self,
+        run: _Run,
+        handlers: trio.Nursery,
+        settings: Settings,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Callable[[socket.socket], None]:
+        """Return what the accept loops call with each accepted socket."""
+        counters = self._counters
+
+        def start(sock: socket.socket) -> None:
+            prepare_socket(sock)
+            stream: trio.abc.Stream = TCPStream(sock)
+            if ssl_context is not None:
+                # Only wrapped here; the handshake runs in the connection's task.
+                stream = trio.SSLStream(stream, ssl_context, server_side=True)
+            connection = Connection(stream, self._service, settings)
+            if run.accept_scope.cancel_called:
+                # Accepted in the same instant a stop began: it is served, but
+                # must not keep a graceful stop waiting for its client to leave.
+                connection.stop_reading()
+            run.connections.add(connection)
+            counters.total += 1
+            counters.active += 1
+            handlers.start_soon(self._run_connection, connection, run)
+
+        return start
 
     async def graceful_stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let each connection finish the data in hand, then close it.
@@ -299,51 +311,6 @@ class Listener:
 
         return build_server_context(secure_socket)
 
-    async def _accept_loop(
-        self,
-        listener: trio.SocketListener,
-        handlers: trio.Nursery,
-        run: _Run,
-        settings: Settings,
-        ssl_context: ssl.SSLContext | None,
-    ) -> None:
-        limit = run.limit
-        counters = self._counters
-        last_complaint = -math.inf
-        suppressed = 0
-        while True:
-            if limit is not None:
-                await limit.acquire()
-            try:
-                stream: trio.abc.Stream = await listener.accept()
-            except OSError as exc:
-                if limit is not None:
-                    limit.release()
-                if exc.errno not in _CAPACITY_ERRNOS:
-                    raise
-                now = trio.current_time()
-                if now - last_complaint >= _CAPACITY_LOG_INTERVAL:
-                    log.error(
-                        "accept failed: %s; retrying every %g s (%d similar failures not logged)",
-                        exc.strerror, _CAPACITY_SLEEP, suppressed,
-                    )  # fmt: skip
-                    last_complaint, suppressed = now, 0
-                else:
-                    suppressed += 1
-                await trio.sleep(_CAPACITY_SLEEP)
-                continue
-            if ssl_context is not None:
-                stream = trio.SSLStream(stream, ssl_context, server_side=True)
-            connection = Connection(stream, self._service, settings)
-            if run.accept_scope.cancel_called:
-                # Accepted in the same instant a stop began: it is served, but
-                # must not keep a graceful stop waiting for its client to leave.
-                connection.stop_reading()
-            run.connections.add(connection)
-            counters.total += 1
-            counters.active += 1
-            handlers.start_soon(self._run_connection, connection, run)
-
     async def _run_connection(self, connection: Connection, run: _Run) -> None:
         """The fault barrier around one connection: nothing but cancellation escapes."""
         _current_run.set(run)
@@ -364,30 +331,6 @@ class Listener:
             self._counters.active -= 1
             if run.limit is not None:
                 run.limit.release()
-
-
-async def _bind(port: int, host: str | None, backlog: int | None) -> list[trio.SocketListener]:
-    """Bind every address of ``host`` on one port number; raise :class:`BindError`."""
-    where = f"{host or '*'}:{port}"
-    for _ in range(_SAME_PORT_ATTEMPTS):
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
-        except OSError as exc:
-            raise BindError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
-        ports = {listener.socket.getsockname()[1] for listener in listeners}
-        if len(ports) == 1:
-            return listeners
-        # Port 0 on several families: each got its own port. Re-bind them all
-        # on the first one's port.
-        first = listeners[0].socket.getsockname()[1]
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
-        try:
-            listeners = await trio.open_tcp_listeners(first, host=host, backlog=backlog)
-        except OSError:
-            continue  # taken in between; try a fresh pair
-        return listeners
-    raise BindError(f"cannot listen on {where}: no port free on every address family")
 
 
 class ListenerOptions(TypedDict, total=False):

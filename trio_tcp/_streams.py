@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
-from ._config import CLOSE_TIMEOUT, TLS_WRITE_SLICE
+from ._config import CLOSE_TIMEOUT, TLS_ALERT_TIMEOUT, TLS_WRITE_SLICE
 
-__all__ = ["Endpoints", "close_stream", "endpoints", "send_sliced", "ssl_stream_of"]
+__all__ = [
+    "Endpoints",
+    "close_stream",
+    "endpoints",
+    "peer_name",
+    "send_sliced",
+    "send_tls_alert",
+    "ssl_stream_of",
+]
 
 Bytes = bytes | bytearray | memoryview
 
@@ -38,6 +48,28 @@ async def send_sliced(stream: trio.abc.SendStream, data: Bytes) -> None:
     with memoryview(data) as view:
         for start in range(0, size, TLS_WRITE_SLICE):
             await stream.send_all(view[start : start + TLS_WRITE_SLICE])
+
+
+async def send_tls_alert(stream: trio.SSLStream[Any]) -> None:
+    """Send the alert OpenSSL wrote when a handshake failed; trio drops it.
+
+    trio marks an :class:`~trio.SSLStream` broken the moment OpenSSL raises,
+    before sending what OpenSSL wrote for the peer: the alert that says why
+    ("protocol version", "unknown CA", "certificate required"). Without it the
+    peer sees only the connection end and cannot tell a rejected certificate
+    from a crash. Call this only after a failed handshake, then close the stream.
+
+    This reads trio's outgoing buffer, a private attribute: should trio rename
+    it, nothing is sent, which is trio's own behaviour. Bounded by a short
+    timeout; a peer that has gone away is ignored.
+    """
+    outgoing = getattr(stream, "_outgoing", None)
+    if not isinstance(outgoing, ssl.MemoryBIO) or not outgoing.pending:
+        return
+    alert = outgoing.read()
+    gone = contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+    with trio.move_on_after(TLS_ALERT_TIMEOUT), gone:
+        await stream.transport_stream.send_all(alert)
 
 
 async def close_stream(stream: trio.abc.AsyncResource, timeout: float = CLOSE_TIMEOUT) -> None:
@@ -86,3 +118,12 @@ def endpoints(stream: trio.abc.Stream) -> Endpoints:
     if sock.family not in (socket.AF_INET, socket.AF_INET6):  # pragma: no cover
         return Endpoints(str(remote), 0, str(local), 0)
     return Endpoints(remote[0], remote[1], local[0], local[1])
+
+
+def peer_name(stream: trio.abc.Stream) -> str:
+    """``host:port`` of the peer (``[v6]:port``), for log lines; ``"unknown peer"`` if gone."""
+    ends = endpoints(stream)
+    if not ends.remote_host:
+        return "unknown peer"
+    host = ends.remote_host
+    return f"[{host}]:{ends.remote_port}" if ":" in host else f"{host}:{ends.remote_port}"
