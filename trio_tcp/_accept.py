@@ -107,8 +107,7 @@ async def accept_loop(
             try:
                 connection, _ = sock.accept()
             except BlockingIOError:
-                await wait_readable(sock)
-                continue
+                pass  # wait below, not inside the handler (it would pin the exception)
             except OSError as exc:
                 if exc.errno in _SKIP_ERRNOS:
                     continue
@@ -125,7 +124,9 @@ async def accept_loop(
                     suppressed += 1
                 await trio.sleep(_CAPACITY_SLEEP)
                 continue
-            break
+            else:
+                break
+            await wait_readable(sock)
         start(connection)
         # A flood of ready connections must not starve the connections themselves.
         await checkpoint()

@@ -43,10 +43,12 @@ from ._errors import (
     FramingError,
     ReadTimeoutError,
     TLSError,
+    handshake_error,
     stream_error,
 )
 from ._framing import check_framing
-from ._streams import Bytes, Endpoints, close_stream, endpoints
+from ._streams import Bytes, Endpoints, close_stream, endpoints, send_tls_alert
+from ._tcpstream import TCPStream, from_trio_socket, prepare_socket
 from ._writer import ConnectionInfo, Writer, check_bytes
 
 if sys.version_info < (3, 11):
@@ -96,6 +98,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         "_endpoints",
         "_eof",
         "_framing",
+        "_framing_error",
         "_messages",
         "_reading",
         "_timeout",
@@ -123,6 +126,8 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         self._decoder: Decoder | None = None if self._framing is None else self._framing.decoder()
         # Messages decoded from one chunk beyond the one a read_message returned.
         self._messages: deque[bytes] = deque()
+        # Set once the peer broke the framing: message boundaries are lost for good.
+        self._framing_error: FramingError | None = None
 
     @classmethod
     async def connect(
@@ -149,12 +154,17 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
                 together (``None``: the OS's own connect timeout, and the
                 ``handshake_timeout`` of ``secure_socket``).
             secure_socket: a :class:`ClientSecureSocket` or a ready
-                :class:`ssl.SSLContext` to connect with TLS.
+                :class:`ssl.SSLContext` to connect with TLS (a context gets
+                the default 10 s handshake timeout; ``connect_timeout`` can
+                shorten it).
             framing: a framer (see :mod:`trio_tcp.framing`) for
                 :meth:`read_message` and :meth:`write_message`.
 
         Raises:
             ConfigurationError: a bad setting; raised before any socket is opened.
+            TypeError: a setting of the wrong type, such as a ``framing``
+                without ``encode`` and ``decoder`` methods; raised before any
+                socket is opened.
             ConnectError: refused, unreachable, unknown host, unusable ``local_host``,
                 or ``connect_timeout`` expired.
             TLSError: the TLS handshake failed (version, cipher, trust, hostname)
@@ -171,6 +181,8 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         check_timeout("timeout", timeout)
         check_timeout("write_timeout", write_timeout)
         limit = check_timeout("connect_timeout", connect_timeout, allow_zero=False)
+        if framing is not None:
+            check_framing(framing)  # a wrong object must fail before a socket is opened
         ssl_context, server_name, handshake_timeout = _tls_setup(secure_socket, host)
 
         with trio.move_on_after(math.inf if limit is None else limit) as scope:
@@ -183,7 +195,12 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
                 raise
         if scope.cancelled_caught:
             raise ConnectError(f"connecting to {host}:{port} timed out after {limit:g} s")
-        return cls(stream, timeout=timeout, write_timeout=write_timeout, framing=framing)
+        try:
+            return cls(stream, timeout=timeout, write_timeout=write_timeout, framing=framing)
+        except BaseException:
+            # framing.decoder() is user code and may fail: never leak the socket.
+            await trio.aclose_forcefully(stream)
+            raise
 
     def __repr__(self) -> str:
         state = "closed" if self._writer.closed else "open"
@@ -271,20 +288,42 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
     async def read_message(self) -> bytes:
         """Return the next whole message, decoded by the client's ``framing``.
 
+        The read timeout is an inactivity timeout here too: it restarts with
+        every chunk received, so a big message arriving slowly but steadily
+        does not time out. After :class:`ReadTimeoutError` the bytes of the
+        unfinished message are kept; call again to go on waiting for it.
+
         Raises:
             Error: the client was connected without ``framing``.
-            FramingError: the peer sent a message breaking the framing rules.
-            ConnectionClosedError: the stream ended (also in the middle of a message).
+            FramingError: the peer sent a message breaking the framing rules
+                (too big, say). Message boundaries are lost for good, so every
+                later call raises it again; writing still works, but the client
+                should be closed.
+            ConnectionClosedError: the stream ended, the connection was reset,
+                or the client is closed. At the end of the stream the message
+                says whether the peer stopped in the middle of a message, as
+                :meth:`read_exactly` does.
+            ReadTimeoutError: nothing arrived within ``timeout``; the client
+                stays usable.
         """
         decoder = self._decoder
         if decoder is None:
             raise Error("read_message needs a client connected with framing=...")
         with self._read_guard():
+            if self._framing_error is not None:
+                raise FramingError(
+                    f"the peer broke the framing earlier ({self._framing_error});"
+                    " no more messages can be read"
+                ) from self._framing_error
             messages, buffer = self._messages, self._buffer
             while not messages:
                 if not buffer:
-                    await self._fill(RECEIVE_SIZE)  # the inactivity timeout applies per chunk
-                messages.extend(decoder.feed(buffer.take(len(buffer))))
+                    await self._fill_for_message(decoder)
+                try:
+                    messages.extend(decoder.feed(buffer.take(len(buffer))))
+                except FramingError as exc:
+                    self._framing_error = exc
+                    raise
             return messages.popleft()
 
     async def write_message(self, message: Bytes) -> None:
@@ -292,7 +331,11 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
 
         Raises:
             Error: the client was connected without ``framing``.
-            FramingError: the message breaks the framing rules (e.g. too big).
+            FramingError: the message breaks the framing rules (too big, or it
+                contains the delimiter). Nothing was sent; the client stays usable.
+            WriteTimeoutError, ConnectionClosedError, TLSError: as for
+                :meth:`write_bytes`.
+            TypeError: ``message`` is not bytes-like.
         """
         check_bytes(message)
         if self._framing is None:
@@ -344,6 +387,19 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
             raise ConnectionClosedError("connection already closed (closed locally)")
         return _ReadGuard(self)
 
+    async def _fill_for_message(self, decoder: Decoder) -> None:
+        """:meth:`_fill` for :meth:`read_message`: an end of stream says if it cut a message."""
+        try:
+            await self._fill(RECEIVE_SIZE)  # the inactivity timeout applies per chunk
+        except ConnectionClosedError as exc:
+            pending = decoder.pending() if self._eof else 0
+            if pending:
+                raise ConnectionClosedError(
+                    "connection closed by the peer in the middle of a message"
+                    f" ({pending} bytes of it received)"
+                ) from exc
+            raise
+
     async def _fill(self, max_bytes: int) -> None:
         """Receive one chunk into the buffer, or raise why none is coming."""
         if self._writer.closed:
@@ -392,12 +448,16 @@ class _ReadGuard:
 # -- connecting --------------------------------------------------------------------
 
 
-async def _open(host: str, port: int, local_host: str | None) -> trio.SocketStream:
+async def _open(host: str, port: int, local_host: str | None) -> TCPStream:
     """Open the TCP connection, mapping every failure to :class:`ConnectError`."""
     try:
-        return await trio.open_tcp_stream(host, port, local_address=local_host)
+        # trio does the resolving and Happy Eyeballs; the lean stream takes over after.
+        opened = await trio.open_tcp_stream(host, port, local_address=local_host)
     except OSError as exc:
         raise _connect_error(exc, host, port, local_host) from exc
+    sock = from_trio_socket(opened.socket)
+    prepare_socket(sock)
+    return TCPStream(sock)
 
 
 def _connect_error(exc: OSError, host: str, port: int, local_host: str | None) -> ConnectError:
@@ -426,11 +486,14 @@ def _tls_setup(
 
     if secure_socket is None:
         return None, host, None
+    from ._tls import DEFAULT_HANDSHAKE_TIMEOUT, build_client_context
+
     if isinstance(secure_socket, ssl.SSLContext):
-        return secure_socket, host, None
+        # A ready context has nowhere to say how long a handshake may take:
+        # it gets the default, so a silent server cannot hang the connect.
+        return secure_socket, host, DEFAULT_HANDSHAKE_TIMEOUT
     if not secure_socket.enable:
         return None, host, None
-    from ._tls import build_client_context
 
     return (
         build_client_context(secure_socket),
@@ -445,6 +508,11 @@ async def _handshake(
     server_name: str,
     timeout: float | None,
 ) -> trio.SSLStream[trio.abc.Stream]:
+    """Run the client handshake within ``timeout``; every failure is a :class:`TLSError`.
+
+    On failure the alert OpenSSL wrote (unknown CA, bad certificate, ...) is
+    sent first, so the server can log why; the caller closes the socket.
+    """
     ssl_stream = trio.SSLStream(stream, context, server_hostname=server_name)
     try:
         with trio.fail_after(math.inf if timeout is None else timeout):
@@ -452,5 +520,6 @@ async def _handshake(
     except trio.TooSlowError as exc:
         raise TLSError(f"TLS handshake timed out after {timeout:g} s") from exc
     except STREAM_ERRORS as exc:
-        raise stream_error(exc) from exc
+        await send_tls_alert(ssl_stream)
+        raise handshake_error(exc) from exc
     return ssl_stream

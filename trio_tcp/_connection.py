@@ -14,10 +14,14 @@ TCP backpressure instead of growing a buffer.
 
 Stopping a connection without a failure (a graceful listener stop, the idle
 timeout, ``caller.close()`` from another task) must not interrupt an
-``on_bytes`` call that is running. So one cancel scope wraps the loop, but it is
-only cancelled while the task is *waiting for input* (``_waiting``); a stop
-requested while ``on_bytes`` runs sets ``_stopping``, checked when it returns.
-The idle timeout is that scope's deadline, armed only while waiting for input.
+``on_bytes`` call that is running. So the reader is only woken while it is
+*waiting for input* (``_waiting``); a stop requested while ``on_bytes`` runs
+sets ``_stopping``, checked when it returns. The waiting reader is woken by a
+cancel scope around the loop, whose deadline is also the idle timeout, armed
+only while waiting. A plain TCP connection without an idle timeout needs no
+deadline, and a cancel scope costs about 600 bytes per connection: there the
+reader is woken the way closing the socket wakes it
+(:meth:`TCPStream.abort_receive`), since a stopped connection closes next anyway.
 
 Whatever happens, one ``finally`` closes the stream and runs ``on_close``
 exactly once, shielded from the stop and bounded by its own short deadline.
@@ -25,10 +29,12 @@ exactly once, shielded from the stop and bounded by its own short deadline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
@@ -43,10 +49,14 @@ from ._errors import (
     handshake_error,
     stream_error,
 )
-from ._framing import Decoder
+from ._framing import Decoder, Framing
 from ._service import Callbacks, call
 from ._streams import close_stream, endpoints, peer_name, send_tls_alert
+from ._tcpstream import TCPStream
 from ._writer import check_bytes
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from ._service import Service
@@ -55,6 +65,19 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Settings"]
 
 log = logging.getLogger("trio_tcp")
+
+
+class _NoScope:
+    """Stands in for the read loop's cancel scope where none is needed; reusable."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> Literal[False]:
+        return False  # like a CancelScope that caught nothing
+
+
+_NO_SCOPE = _NoScope()
 
 
 class Settings:
@@ -88,19 +111,27 @@ class Connection:
     """Drives one accepted stream through the service's lifecycle."""
 
     __slots__ = (
-        "_caller",
         "_scope",
         "_stopping",
         "_waiting",
+        "on_done",
         "service",
         "settings",
         "stream",
     )
 
-    def __init__(self, stream: trio.abc.Stream, service: Service | None, settings: Settings):
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        service: Service | None,
+        settings: Settings,
+        on_done: Callable[[Connection], None] | None = None,
+    ) -> None:
         self.stream = stream
         self.service = service
         self.settings = settings
+        #: Called (synchronously) when the connection is over, whatever the reason.
+        self.on_done = on_done
         self._scope: trio.CancelScope | None = None
         self._waiting = False
         self._stopping = False
@@ -108,8 +139,12 @@ class Connection:
     def stop_reading(self) -> None:
         """End the connection cleanly once any running ``on_bytes`` returns."""
         self._stopping = True
-        if self._waiting and self._scope is not None:
+        if not self._waiting:
+            return
+        if self._scope is not None:
             self._scope.cancel()
+        elif isinstance(self.stream, TCPStream):
+            self.stream.abort_receive()
 
     def _touch(self, sent: int) -> None:
         """Count a completed write; it is activity, so it restarts the idle clock."""
@@ -118,7 +153,7 @@ class Connection:
             self._scope.deadline = trio.current_time() + self.settings.idle_timeout
 
     async def run(self) -> None:
-        """Serve the connection to its end. Raises only cancellation."""
+        """Serve the connection to its end; the fault barrier: only cancellation escapes."""
         stream = self.stream
         counters = self.settings.counters
         connection_service: object | None = None
@@ -143,10 +178,28 @@ class Connection:
                 return
             if connection_service is None:
                 return
-            error = await self._serve(caller, connection_service)
+            try:
+                callbacks = Callbacks(connection_service, caller)
+            except TypeError as exc:
+                error: Error | None = _user_error("connection service", exc)
+            else:
+                error = await self._read_loop(caller, callbacks)
+                if error is None and writer.failure is not None:
+                    # A write from another task broke the connection.
+                    error = stream_error(writer.failure)
             if error is not None:
                 counters.errors += 1
                 await self._report(connection_service, error)
+        except Exception:
+            log.exception("internal error while serving a connection")
+        except BaseExceptionGroup as group:
+            # Cancellation mixed with failures (a service's own nursery, say):
+            # log the failures, let the cancellation through.
+            failures, rest = group.split(Exception)
+            if failures is not None:
+                log.error("connection task failed", exc_info=failures)
+            if rest is not None:
+                raise rest from None
         finally:
             # One exit for every path, cancellation included: the socket never
             # outlives this task, and on_close runs exactly once if it is due.
@@ -158,19 +211,8 @@ class Connection:
                 await trio.aclose_forcefully(stream)
             if connection_service is not None:
                 await self._close_service(connection_service)
-
-    async def _serve(self, caller: Caller, connection_service: object) -> Error | None:
-        """Run the read loop; return the error that ended the connection, if any."""
-        try:
-            callbacks = Callbacks(connection_service, caller)
-        except TypeError as exc:
-            return _user_error("connection service", exc)
-        error = await self._read_loop(caller, callbacks)
-        failure = caller._writer.failure
-        if error is None and failure is not None:
-            # A write from another task broke the connection.
-            error = stream_error(failure)
-        return error
+            if self.on_done is not None:
+                self.on_done(self)
 
     async def _close_service(self, connection_service: object) -> None:
         """Run ``on_close``, shielded from any stop but bounded by its own deadline."""
@@ -240,37 +282,34 @@ class Connection:
         framing = callbacks.framing
         decoder = decode = encode = None
         if framing is not None:
-            # A user-written framing is user code: its failures are the service's,
-            # reported like an exception from on_bytes, never an internal error.
-            try:
-                made: object = framing.decoder()
-            except Exception as exc:
-                return _user_error("framing.decoder()", exc)
-            if not isinstance(made, Decoder):
-                wrong = TypeError(
-                    "framing.decoder() must return an object with feed(data) and"
-                    f" pending() methods, got {type(made).__name__}"
-                )
-                return _user_error("framing.decoder()", wrong)
-            decoder = made
-            decode, encode = decoder.feed, framing.encode
+            made = _decoder_for(framing)
+            if isinstance(made, Error):
+                return made
+            decoder, decode, encode = made, made.feed, framing.encode
             caller._framing = framing
-        with trio.CancelScope() as scope:
-            self._scope = scope
-            while not self._stopping:
+        # See the module docstring: no scope where nothing needs one.
+        needs_scope = idle is not None or not isinstance(self.stream, TCPStream)
+        scope = self._scope = trio.CancelScope() if needs_scope else None
+        waking: contextlib.AbstractContextManager[object, bool] = scope or _NO_SCOPE
+        with waking:
+            while True:
+                if self._stopping:
+                    return None
                 if idle is not None:
+                    assert scope is not None
                     scope.deadline = trio.current_time() + idle
                 self._waiting = True
                 try:
                     data: bytes | bytearray = await receive_some(RECEIVE_SIZE)
                 except STREAM_ERRORS as exc:
                     self._waiting = False
-                    if writer.closed:
-                        return None  # closed locally while we waited: not an error
+                    if writer.closed or self._stopping:
+                        return None  # closed or stopped while we waited: not an error
                     log.debug("connection %s failed: %r", caller.id, exc)
                     return stream_error(exc)
                 self._waiting = False
                 if idle is not None:
+                    assert scope is not None
                     scope.deadline = math.inf
                 if not data:
                     if decoder is not None and decoder.pending():
@@ -281,7 +320,9 @@ class Connection:
                     return None
                 # Every cancel of this scope but the idle deadline sets _stopping first,
                 # so the scope (whose cancel_called reads the clock) is checked only with one.
-                if self._stopping or (idle is not None and scope.cancel_called):
+                if self._stopping or (
+                    scope is not None and idle is not None and scope.cancel_called
+                ):
                     return None  # stopped at the instant the data arrived
                 if type(data) is not bytes:
                     data = bytes(data)  # services are promised immutable bytes
@@ -326,7 +367,7 @@ class Connection:
                         return exc  # FramingError from encode: nothing of the reply was sent
                     except Exception as exc:
                         return _user_error("framing.encode", exc)
-        if scope.cancelled_caught and not self._stopping:
+        if scope is not None and scope.cancelled_caught and not self._stopping:
             log.debug("connection %s idle for %g s; closing", caller.id, idle)
         return None
 
@@ -341,3 +382,20 @@ class Connection:
             await call(on_error, error)
         except Exception as exc:
             _user_error("on_error", exc)
+
+
+def _decoder_for(framing: Framing) -> Decoder | Error:
+    """A fresh decoder from a service's framing; a failure there is the service's error."""
+    # A user-written framing is user code: its failures are reported like an
+    # exception from on_bytes, never as an internal error.
+    try:
+        made: object = framing.decoder()
+    except Exception as exc:
+        return _user_error("framing.decoder()", exc)
+    if not isinstance(made, Decoder):
+        wrong = TypeError(
+            "framing.decoder() must return an object with feed(data) and"
+            f" pending() methods, got {type(made).__name__}"
+        )
+        return _user_error("framing.decoder()", wrong)
+    return made

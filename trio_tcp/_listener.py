@@ -16,7 +16,6 @@ Each connection's ``on_close`` is shielded from either, under its own deadline.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import socket
 import sys
@@ -34,7 +33,7 @@ from ._stats import Counters, ListenerStats
 from ._tcpstream import TCPStream, prepare_socket
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
+    pass
 
 if TYPE_CHECKING:
     import ssl
@@ -64,7 +63,15 @@ class _Config:
 class _Run:
     """The state of one ``serve`` call: its scopes, its connections, its end."""
 
-    __slots__ = ("accept_scope", "connections", "handler_scope", "limit", "port", "stopped")
+    __slots__ = (
+        "accept_scope",
+        "connections",
+        "handler_scope",
+        "handlers",
+        "limit",
+        "port",
+        "stopped",
+    )
 
     def __init__(self, port: int, limit: trio.Semaphore | None) -> None:
         self.port = port
@@ -72,14 +79,8 @@ class _Run:
         self.accept_scope = trio.CancelScope()
         self.handler_scope = trio.CancelScope()
         self.connections: set[Connection] = set()
+        self.handlers: trio.Nursery | None = None
         self.stopped = trio.Event()
-
-
-# Set in every connection task, so a stop requested from inside a connection
-# does not wait for serve() to end (that would wait for itself).
-_current_run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar(
-    "trio_tcp_current_run", default=None
-)
 
 
 class Listener:
@@ -210,6 +211,7 @@ class Listener:
         try:
             with run.handler_scope:
                 async with trio.open_nursery() as handlers:
+                    run.handlers = handlers
                     start = self._starter(run, handlers, settings, ssl_context)
                     try:
                         with run.accept_scope:
@@ -244,7 +246,7 @@ class Listener:
             if ssl_context is not None:
                 # Only wrapped here; the handshake runs in the connection's task.
                 stream = trio.SSLStream(stream, ssl_context, server_side=True)
-            connection = Connection(stream, self._service, settings)
+            connection = Connection(stream, self._service, settings, finished)
             if run.accept_scope.cancel_called:
                 # Accepted in the same instant a stop began: it is served, but
                 # must not keep a graceful stop waiting for its client to leave.
@@ -252,7 +254,13 @@ class Listener:
             run.connections.add(connection)
             counters.total += 1
             counters.active += 1
-            handlers.start_soon(self._run_connection, connection, run)
+            handlers.start_soon(connection.run)
+
+        def finished(connection: Connection) -> None:
+            run.connections.discard(connection)
+            counters.active -= 1
+            if run.limit is not None:
+                run.limit.release()
 
         return start
 
@@ -298,7 +306,10 @@ class Listener:
 
     @staticmethod
     async def _wait_stopped(run: _Run) -> None:
-        if _current_run.get() is run:
+        # A stop requested from one of the listener's own connections (or a
+        # task they started) must not wait for serve() to end: it would wait
+        # for itself.
+        if _runs_under(run.handlers):
             await trio.lowlevel.checkpoint()
         else:
             await run.stopped.wait()
@@ -311,26 +322,16 @@ class Listener:
 
         return build_server_context(secure_socket)
 
-    async def _run_connection(self, connection: Connection, run: _Run) -> None:
-        """The fault barrier around one connection: nothing but cancellation escapes."""
-        _current_run.set(run)
-        try:
-            await connection.run()
-        except Exception:
-            log.exception("internal error while serving a connection")
-        except BaseExceptionGroup as group:
-            # Cancellation mixed with failures (a service's own nursery, say):
-            # log the failures, let the cancellation through.
-            failures, rest = group.split(Exception)
-            if failures is not None:
-                log.error("connection task failed", exc_info=failures)
-            if rest is not None:
-                raise rest from None
-        finally:
-            run.connections.discard(connection)
-            self._counters.active -= 1
-            if run.limit is not None:
-                run.limit.release()
+
+def _runs_under(nursery: trio.Nursery | None) -> bool:
+    """Whether the current task descends from ``nursery``."""
+    task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
+    while task is not None and nursery is not None:
+        parent = task.parent_nursery
+        if parent is nursery:
+            return True
+        task = parent.parent_task if parent is not None else None
+    return False
 
 
 class ListenerOptions(TypedDict, total=False):

@@ -81,13 +81,14 @@ class TCPStream(trio.abc.HalfCloseableStream):
             with :func:`prepare_socket`. The stream owns it from now on.
     """
 
-    __slots__ = ("_receiving", "_sending", "_shut_wr", "socket")
+    __slots__ = ("_drained", "_receiving", "_sending", "_shut_wr", "socket")
 
     def __init__(self, sock: socket.socket) -> None:
         self.socket = sock
         self._receiving = False
         self._sending = False
         self._shut_wr = False
+        self._drained = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Receive at most ``max_bytes`` bytes; ``b""`` only at end of stream."""
@@ -100,18 +101,36 @@ class TCPStream(trio.abc.HalfCloseableStream):
         self._receiving = True
         sock = self.socket
         try:
-            await checkpoint_if_cancelled()
-            try:
-                data = sock.recv(max_bytes)
-            except BlockingIOError:
-                while True:
-                    await wait_readable(sock)
-                    try:
-                        return sock.recv(max_bytes)
-                    except BlockingIOError:
-                        pass
-            await cancel_shielded_checkpoint()
-            return data
+            if self._drained:
+                # The last read emptied the kernel's buffer (it was short), so
+                # this one most likely has to wait: wait first, rather than pay
+                # for a failed recv and its exception (a request/response
+                # exchange, every time). A stream that fills its reads tries first.
+                if sock.fileno() == -1:
+                    await checkpoint_if_cancelled()
+                    raise trio.ClosedResourceError("this socket was already closed")
+                await wait_readable(sock)
+            else:
+                await checkpoint_if_cancelled()
+                try:
+                    data = sock.recv(max_bytes)
+                except BlockingIOError:
+                    # Wait outside the except block: a suspended handler would
+                    # keep the exception and its traceback alive while we wait.
+                    pass
+                else:
+                    self._drained = len(data) < max_bytes
+                    await cancel_shielded_checkpoint()
+                    return data
+            while True:
+                try:  # not contextlib.suppress: no context manager object per read
+                    data = sock.recv(max_bytes)
+                except BlockingIOError:
+                    pass  # a spurious wakeup
+                else:
+                    self._drained = len(data) < max_bytes
+                    return data
+                await wait_readable(sock)
         except OSError as exc:
             raise _broken(exc) from exc
         finally:
@@ -169,6 +188,17 @@ class TCPStream(trio.abc.HalfCloseableStream):
             self.socket.shutdown(socket.SHUT_WR)
         except OSError as exc:
             raise _broken(exc) from exc
+
+    def abort_receive(self) -> None:
+        """Wake a task blocked in :meth:`receive_some` with :class:`trio.ClosedResourceError`.
+
+        For a stream that is about to be closed: it is trio's ``notify_closing``,
+        without the close, so the owner of the stream can close it in its own
+        task (the connection driver uses it to stop a read without paying for
+        a cancel scope per connection).
+        """
+        if self.socket.fileno() != -1:
+            notify_closing(self.socket)
 
     async def aclose(self) -> None:
         """Close the socket; tasks blocked on it get :class:`trio.ClosedResourceError`."""

@@ -57,8 +57,15 @@ class Writer:
     async def write(self, data: Bytes, timeout: float | None) -> None:
         """Send all of ``data`` or raise; see the module docstring for what failure means."""
         check_bytes(data)
-        async with self._lock:
+        lock = self._lock
+        if lock.locked():
+            await lock.acquire()  # queue behind the write in progress, in call order
+        else:
+            # Uncontended: no need to yield here, the send is this call's checkpoint.
+            lock.acquire_nowait()
+        try:
             if self.closed:
+                await trio.lowlevel.checkpoint()
                 raise ConnectionClosedError("connection already closed")
             timed_out = False
             try:
@@ -83,6 +90,8 @@ class Writer:
                 )
                 await self.abort(error)
                 raise error
+        finally:
+            lock.release()
         if self.on_sent is not None:
             self.on_sent(len(data))
 
