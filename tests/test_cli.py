@@ -449,7 +449,8 @@ async def test_bench_json_against_serve() -> None:
             pingpong, stream = await both(*(
                 run_cli(
                     "bench", LOCAL, str(server.port), "--mode", mode,
-                    "--duration", "1", "--connections", "3", "--size", "1K", "--json",
+                    # 1.5 s: at least one progress line (they come each second).
+                    "--duration", "1.5", "--connections", "3", "--size", "1K", "--json",
                 )
                 for mode in ("pingpong", "stream")
             ))  # fmt: skip
@@ -463,7 +464,7 @@ async def test_bench_json_against_serve() -> None:
         assert summary["errors"] == 0
         assert summary["error_messages"] == {}
         assert summary["interrupted"] is False
-        assert 0.9 <= summary["duration"] <= 1.5
+        assert 1.4 <= summary["duration"] <= 4.0  # loose: CI machines are busy
         assert summary["bytes_sent"] > 0
         assert summary["mb_per_second_sent"] > 0
         progress = result.stderr.decode().splitlines()  # plain lines: not a terminal

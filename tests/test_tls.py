@@ -485,7 +485,7 @@ async def test_r2_a_ready_ssl_context_gets_the_default_handshake_timeout(
     certs: Certs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The default (10 s) shortened, so the test can wait for it.
-    monkeypatch.setattr(trio_tcp._tls, "DEFAULT_HANDSHAKE_TIMEOUT", SHORT)
+    monkeypatch.setattr(trio_tcp._client, "DEFAULT_HANDSHAKE_TIMEOUT", SHORT)
 
     async def mute(stream: trio.SocketStream) -> None:
         await trio.sleep_forever()

@@ -26,6 +26,7 @@ import trio
 from trio.lowlevel import checkpoint, notify_closing, wait_readable
 
 from ._errors import BindError
+from ._reuse_port import bind_reuse_port
 from ._tcpstream import from_trio_socket
 
 __all__ = ["accept_loop", "bind", "close_listening"]
@@ -53,12 +54,19 @@ _CAPACITY_LOG_INTERVAL = 1.0
 _SAME_PORT_ATTEMPTS = 8
 
 
-async def bind(port: int, host: str | None, backlog: int | None) -> list[socket.socket]:
+async def bind(
+    port: int, host: str | None, backlog: int | None, *, reuse_port: bool = False
+) -> list[socket.socket]:
     """Listen on every address of ``host``, all on one port number.
+
+    With ``reuse_port``, the sockets are built by ``_reuse_port`` instead (trio
+    cannot set ``SO_REUSEPORT``).
 
     Raises:
         BindError: the address is in use, not local, not permitted, or unknown.
     """
+    if reuse_port:
+        return await bind_reuse_port(port, host, backlog)
     where = f"{host or '*'}:{port}"
     for _ in range(_SAME_PORT_ATTEMPTS):
         try:
@@ -95,38 +103,43 @@ async def accept_loop(
 ) -> None:
     """Accept connections on ``sock`` forever, handing each to ``start``.
 
-    With a ``limit``, one token is taken before each accept; ``start`` owns
-    it from then on (the connection releases it when it ends).
+    With a ``limit``, a token is taken before each accept and ``start`` owns
+    it from then on (the connection gives it back when it ends). A loop holds
+    no token while it waits for a connection: with several listening sockets
+    (IPv4 and IPv6), an idle one must not sit on a token another could use.
     """
     last_complaint = -math.inf
     suppressed = 0
     while True:
         if limit is not None:
-            await limit.acquire()
-        while True:
-            try:
-                connection, _ = sock.accept()
-            except BlockingIOError:
-                pass  # wait below, not inside the handler (it would pin the exception)
-            except OSError as exc:
-                if exc.errno in _SKIP_ERRNOS:
-                    continue
-                if exc.errno not in _CAPACITY_ERRNOS:
-                    raise
-                now = trio.current_time()
-                if now - last_complaint >= _CAPACITY_LOG_INTERVAL:
-                    log.error(
-                        "accept failed: %s; retrying every %g s (%d similar failures not logged)",
-                        exc.strerror, _CAPACITY_SLEEP, suppressed,
-                    )  # fmt: skip
-                    last_complaint, suppressed = now, 0
-                else:
-                    suppressed += 1
-                await trio.sleep(_CAPACITY_SLEEP)
+            await limit.acquire()  # at the limit: pause, new clients wait in the backlog
+        try:
+            connection, _ = sock.accept()
+        except BlockingIOError:
+            pass  # wait below, not inside the handler (it would pin the exception)
+        except OSError as exc:
+            if limit is not None:
+                limit.release()
+            if exc.errno in _SKIP_ERRNOS:
                 continue
+            if exc.errno not in _CAPACITY_ERRNOS:
+                raise
+            now = trio.current_time()
+            if now - last_complaint >= _CAPACITY_LOG_INTERVAL:
+                log.error(
+                    "accept failed: %s; retrying every %g s (%d similar failures not logged)",
+                    exc.strerror, _CAPACITY_SLEEP, suppressed,
+                )  # fmt: skip
+                last_complaint, suppressed = now, 0
             else:
-                break
-            await wait_readable(sock)
-        start(connection)
-        # A flood of ready connections must not starve the connections themselves.
-        await checkpoint()
+                suppressed += 1
+            await trio.sleep(_CAPACITY_SLEEP)
+            continue
+        else:
+            start(connection)
+            # A flood of ready connections must not starve the connections themselves.
+            await checkpoint()
+            continue
+        if limit is not None:
+            limit.release()
+        await wait_readable(sock)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import socket
+import ssl
 import sys
 from collections import deque
 from typing import TYPE_CHECKING
@@ -49,19 +51,18 @@ from ._errors import (
 from ._framing import check_framing
 from ._streams import Bytes, Endpoints, close_stream, endpoints, send_tls_alert
 from ._tcpstream import TCPStream, from_trio_socket, prepare_socket
+from ._tls import DEFAULT_HANDSHAKE_TIMEOUT, ClientSecureSocket, build_client_context
 from ._writer import ConnectionInfo, Writer, check_bytes
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    import ssl
     from types import TracebackType
 
     from typing_extensions import Self
 
     from ._framing import Decoder, Framing
-    from ._tls import ClientSecureSocket
 
 __all__ = ["Client"]
 
@@ -102,6 +103,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         "_messages",
         "_reading",
         "_timeout",
+        "_waited",
         "_write_timeout",
         "_writer",
     )
@@ -121,6 +123,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         self._write_timeout = check_timeout("write_timeout", write_timeout)
         self._buffer = ReceiveBuffer()
         self._reading = False
+        self._waited = False
         self._eof = False
         self._framing = None if framing is None else check_framing(framing)
         self._decoder: Decoder | None = None if self._framing is None else self._framing.decoder()
@@ -239,7 +242,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
             raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
         if max_bytes < 1:
             raise ConfigurationError(f"max_bytes must be at least 1, got {max_bytes}")
-        with self._read_guard():
+        async with self._read_guard():
             if not self._buffer:
                 await self._fill(max_bytes)
             return self._buffer.take(max_bytes)
@@ -255,7 +258,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
             raise TypeError(f"size must be an int, got {type(size).__name__}")
         if size < 0:
             raise ConfigurationError(f"size must not be negative, got {size}")
-        with self._read_guard():
+        async with self._read_guard():
             buffer = self._buffer
             while (chunk := buffer.take_exactly(size)) is None:
                 await self._fill(size - len(buffer))
@@ -274,7 +277,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         if not delimiter:
             raise ConfigurationError("delimiter must not be empty")
         check_count("max_size", max_size)
-        with self._read_guard():
+        async with self._read_guard():
             buffer = self._buffer
             # The limit goes to the search too: a longer line already buffered
             # (it arrived with an earlier one) must fail like one read in pieces.
@@ -309,7 +312,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         decoder = self._decoder
         if decoder is None:
             raise Error("read_message needs a client connected with framing=...")
-        with self._read_guard():
+        async with self._read_guard():
             if self._framing_error is not None:
                 raise FramingError(
                     f"the peer broke the framing earlier ({self._framing_error});"
@@ -381,10 +384,6 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
     def _read_guard(self) -> _ReadGuard:
         if self._reading:
             raise trio.BusyResourceError("another task is already reading from this Client")
-        if self._writer.closed:
-            # Checked before the buffer: bytes received earlier must not make a
-            # read on a closed client look successful.
-            raise ConnectionClosedError("connection already closed (closed locally)")
         return _ReadGuard(self)
 
     async def _fill_for_message(self, decoder: Decoder) -> None:
@@ -402,6 +401,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
 
     async def _fill(self, max_bytes: int) -> None:
         """Receive one chunk into the buffer, or raise why none is coming."""
+        self._waited = True  # every path below is a checkpoint
         if self._writer.closed:
             await trio.lowlevel.checkpoint()
             raise ConnectionClosedError("connection already closed (closed locally)")
@@ -431,18 +431,35 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
 
 
 class _ReadGuard:
-    """Marks the client as being read, so a second concurrent reader fails fast."""
+    """One read at a time, and every read a checkpoint, as trio promises.
+
+    Marks the client as being read, so a second concurrent reader fails fast.
+    A read answered from the buffer never waits, so it still checks for
+    cancellation on the way in and yields on the way out, like trio's own
+    operations.
+    """
 
     __slots__ = ("_client",)
 
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def __enter__(self) -> None:
-        self._client._reading = True
+    async def __aenter__(self) -> None:
+        client = self._client
+        if client._writer.closed:
+            # Checked before the buffer: bytes received earlier must not make a
+            # read on a closed client look successful.
+            await trio.lowlevel.checkpoint()
+            raise ConnectionClosedError("connection already closed (closed locally)")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        client._reading = True
+        client._waited = False
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._client._reading = False
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        client = self._client
+        client._reading = False
+        if exc_type is None and not client._waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 # -- connecting --------------------------------------------------------------------
@@ -469,29 +486,33 @@ def _connect_error(exc: OSError, host: str, port: int, local_host: str | None) -
         nested = [e for e in group.exceptions if isinstance(e, OSError)]
         if nested:
             reason = nested[0]
+    # trio puts the address into strerror; the errno's own text reads better
+    # after our "cannot connect to host:port".
+    why = os.strerror(reason.errno) if reason.errno else (reason.strerror or str(reason))
     if local_host is not None and (
         reason.errno in (errno.EADDRNOTAVAIL, errno.EINVAL) or "local_address" in str(reason)
     ):
-        return ConnectError(f"cannot use local_host={local_host!r}: {reason.strerror or reason}")
+        return ConnectError(f"cannot use local_host={local_host!r}: {why}")
     if isinstance(reason, socket.gaierror):
         return ConnectError(f"cannot resolve {host!r}: {reason.strerror}")
-    return ConnectError(f"cannot connect to {host}:{port}: {reason.strerror or reason}")
+    return ConnectError(f"cannot connect to {host}:{port}: {why}")
 
 
 def _tls_setup(
     secure_socket: ClientSecureSocket | ssl.SSLContext | None, host: str
 ) -> tuple[ssl.SSLContext | None, str, float | None]:
     """Build the TLS context (before any socket exists), the name to verify, the handshake limit."""
-    import ssl
-
     if secure_socket is None:
         return None, host, None
-    from ._tls import DEFAULT_HANDSHAKE_TIMEOUT, build_client_context
-
     if isinstance(secure_socket, ssl.SSLContext):
         # A ready context has nowhere to say how long a handshake may take:
         # it gets the default, so a silent server cannot hang the connect.
         return secure_socket, host, DEFAULT_HANDSHAKE_TIMEOUT
+    if not isinstance(secure_socket, ClientSecureSocket):
+        raise TypeError(
+            "secure_socket must be a ClientSecureSocket, an ssl.SSLContext or None,"
+            f" got {type(secure_socket).__name__}"
+        )
     if not secure_socket.enable:
         return None, host, None
 

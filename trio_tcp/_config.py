@@ -35,6 +35,11 @@ CLOSE_TIMEOUT = 2.0
 TLS_ALERT_TIMEOUT = 0.5
 #: Deadline for ``on_close`` once a connection ends, shielded from any stop.
 ON_CLOSE_TIMEOUT = 5.0
+#: How long a listener with ``proxy_protocol=True`` and no TLS waits for the
+#: PROXY header (with TLS, the ``handshake_timeout`` applies instead). A load
+#: balancer sends it at once, with the connection; 10 s is the default TLS
+#: handshake timeout, the same kind of "first bytes of a connection" wait.
+PROXY_HEADER_TIMEOUT = 10.0
 #: Default ``max_size`` of ``read_until``: a line longer than this is an error
 #: rather than a reason to buffer without end.
 DEFAULT_MAX_LINE = 65536
@@ -83,4 +88,11 @@ def check_host(name: str, value: object) -> str | None:
         raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
     if not value:
         raise ConfigurationError(f"{name} must not be empty (use None for any interface)")
+    return value
+
+
+def check_flag(name: str, value: object) -> bool:
+    """Return ``value`` if it is a bool, or raise :class:`TypeError` (``1`` is not a flag)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     return value

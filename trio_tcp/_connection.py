@@ -50,10 +50,11 @@ from ._errors import (
     stream_error,
 )
 from ._framing import Decoder, Framing
+from ._proxy_stream import Proxied, receive_proxy_header
 from ._service import Callbacks, call
 from ._streams import close_stream, endpoints, peer_name, send_tls_alert
 from ._tcpstream import TCPStream
-from ._writer import check_bytes
+from ._writer import Writer, check_bytes
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -83,7 +84,7 @@ _NO_SCOPE = _NoScope()
 class Settings:
     """What a listener hands every connection it starts; shared, never copied per connection."""
 
-    __slots__ = ("counters", "handshake_timeout", "idle_timeout")
+    __slots__ = ("counters", "handshake_timeout", "idle_timeout", "proxy_protocol")
 
     def __init__(
         self,
@@ -91,15 +92,18 @@ class Settings:
         *,
         idle_timeout: float | None = None,
         handshake_timeout: float | None = None,
+        proxy_protocol: bool = False,
     ) -> None:
         self.counters = counters
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
+        #: Read a PROXY header (see _proxy_stream) before anything else.
+        self.proxy_protocol = proxy_protocol
 
 
-def _user_error(callback: str, exc: Exception) -> Error:
+def _user_error(callback: str, exc: Exception, caller: Caller | None) -> Error:
     """Log a service callback's exception with its traceback; return it as an :class:`Error`."""
-    log.error("%s raised %s", callback, type(exc).__name__, exc_info=exc)
+    log.error("%s raised %s on %r", callback, type(exc).__name__, caller, exc_info=exc)
     if isinstance(exc, Error):
         return exc
     error = Error(f"{callback} raised {type(exc).__name__}: {exc}")
@@ -111,9 +115,12 @@ class Connection:
     """Drives one accepted stream through the service's lifecycle."""
 
     __slots__ = (
+        "_caller",
         "_scope",
+        "_sending",
         "_stopping",
         "_waiting",
+        "_writer",
         "on_done",
         "service",
         "settings",
@@ -123,7 +130,7 @@ class Connection:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        service: Service | None,
+        service: Service,
         settings: Settings,
         on_done: Callable[[Connection], None] | None = None,
     ) -> None:
@@ -133,8 +140,11 @@ class Connection:
         #: Called (synchronously) when the connection is over, whatever the reason.
         self.on_done = on_done
         self._scope: trio.CancelScope | None = None
+        self._writer: Writer | None = None
+        self._caller: Caller | None = None  # for log lines, once there is one
         self._waiting = False
         self._stopping = False
+        self._sending = 0  # writes under way, counted only with an idle timeout
 
     def stop_reading(self) -> None:
         """End the connection cleanly once any running ``on_bytes`` returns."""
@@ -144,13 +154,26 @@ class Connection:
         if self._scope is not None:
             self._scope.cancel()
         elif isinstance(self.stream, TCPStream):
+            # Closing wakes writers blocked on the socket too: mark the writer
+            # closed first, so theirs is a local close, not a failure to report.
+            if self._writer is not None:
+                self._writer.closed = True
             self.stream.abort_receive()
 
+    def _write_started(self) -> None:
+        """A write began: a connection that is sending is not idle."""
+        self._sending += 1
+        if self._scope is not None:
+            self._scope.deadline = math.inf
+
     def _touch(self, sent: int) -> None:
-        """Count a completed write; it is activity, so it restarts the idle clock."""
+        """Count a completed write; with an idle timeout, restart the idle clock."""
         self.settings.counters.bytes_sent += sent
-        if self._waiting and self._scope is not None and self.settings.idle_timeout is not None:
-            self._scope.deadline = trio.current_time() + self.settings.idle_timeout
+        idle = self.settings.idle_timeout
+        if idle is not None:
+            self._sending -= 1
+            if self._waiting and not self._sending and self._scope is not None:
+                self._scope.deadline = trio.current_time() + idle
 
     async def run(self) -> None:
         """Serve the connection to its end; the fault barrier: only cancellation escapes."""
@@ -159,21 +182,34 @@ class Connection:
         connection_service: object | None = None
         established = False  # handshake done: a graceful close (close_notify) makes sense
         writer = None
+        proxied: Proxied | None = None
         try:
-            if self.service is None:
-                log.info("no service attached; closing the new connection")
-                return
+            if self.settings.proxy_protocol:
+                # Before TLS too: a load balancer sends it in plaintext. Waiting
+                # for it is waiting for the peer, as far as stop_reading() goes.
+                if not self._stopping:
+                    with trio.CancelScope() as self._scope:
+                        self._waiting = True
+                        proxied = await receive_proxy_header(stream, self.settings)
+                    self._scope, self._waiting = None, False
+                if proxied is None:
+                    return  # logged and counted, or stopped
+                stream = self.stream = proxied.stream
             if isinstance(stream, trio.SSLStream) and not await self._handshake(stream):
                 return
             established = True
-            caller = Caller(stream, endpoints(stream), self.stop_reading)
-            writer = caller._writer
+            caller = self._caller = Caller(
+                stream, proxied.endpoints if proxied else endpoints(stream), self.stop_reading
+            )
+            writer = self._writer = caller._writer
             writer.on_sent = self._touch
             writer.on_abort = self.stop_reading
+            if self.settings.idle_timeout is not None:
+                writer.on_send_start = self._write_started
             try:
                 connection_service = await call(self.service.on_connect, caller)
             except Exception as exc:
-                _user_error("on_connect", exc)
+                _user_error("on_connect", exc, self._caller)
                 counters.errors += 1
                 return
             if connection_service is None:
@@ -181,7 +217,7 @@ class Connection:
             try:
                 callbacks = Callbacks(connection_service, caller)
             except TypeError as exc:
-                error: Error | None = _user_error("connection service", exc)
+                error: Error | None = _user_error("connection service", exc, self._caller)
             else:
                 error = await self._read_loop(caller, callbacks)
                 if error is None and writer.failure is not None:
@@ -209,10 +245,14 @@ class Connection:
                 await close_stream(stream)
             else:
                 await trio.aclose_forcefully(stream)
-            if connection_service is not None:
-                await self._close_service(connection_service)
-            if self.on_done is not None:
-                self.on_done(self)
+            try:
+                if connection_service is not None:
+                    await self._close_service(connection_service)
+            finally:
+                # Even if the close above were interrupted: the listener's
+                # bookkeeping (and its max_connections token) must be returned.
+                if self.on_done is not None:
+                    self.on_done(self)
 
     async def _close_service(self, connection_service: object) -> None:
         """Run ``on_close``, shielded from any stop but bounded by its own deadline."""
@@ -224,7 +264,7 @@ class Connection:
             try:
                 await call(on_close)
             except Exception as exc:
-                _user_error("on_close", exc)
+                _user_error("on_close", exc, self._caller)
         if scope.cancelled_caught:
             log.warning("on_close did not return within %g s", ON_CLOSE_TIMEOUT)
 
@@ -282,7 +322,7 @@ class Connection:
         framing = callbacks.framing
         decoder = decode = encode = None
         if framing is not None:
-            made = _decoder_for(framing)
+            made = _decoder_for(framing, caller)
             if isinstance(made, Error):
                 return made
             decoder, decode, encode = made, made.feed, framing.encode
@@ -295,8 +335,7 @@ class Connection:
             while True:
                 if self._stopping:
                     return None
-                if idle is not None:
-                    assert scope is not None
+                if scope is not None and idle is not None and not self._sending:
                     scope.deadline = trio.current_time() + idle
                 self._waiting = True
                 try:
@@ -308,8 +347,7 @@ class Connection:
                     log.debug("connection %s failed: %r", caller.id, exc)
                     return stream_error(exc)
                 self._waiting = False
-                if idle is not None:
-                    assert scope is not None
+                if scope is not None and idle is not None:
                     scope.deadline = math.inf
                 if not data:
                     if decoder is not None and decoder.pending():
@@ -338,7 +376,7 @@ class Connection:
                         log.debug("connection %s: %s", caller.id, exc)
                         return exc
                     except Exception as exc:
-                        return _user_error("the framing's decoder", exc)
+                        return _user_error("the framing's decoder", exc, self._caller)
                 for message in messages:
                     if caller.closed:
                         # Closed while earlier messages of this chunk were handled
@@ -348,7 +386,7 @@ class Connection:
                     try:
                         result = await on_bytes(message) if bytes_async else on_bytes(message)
                     except Exception as exc:
-                        return _user_error("on_bytes", exc)
+                        return _user_error("on_bytes", exc, self._caller)
                     if result is None:
                         continue
                     if writer.closed and writer.failure is None:
@@ -362,11 +400,15 @@ class Connection:
                             result = encode(bytes(result))
                         await write(result, None)
                     except TypeError as exc:
-                        return _user_error("on_bytes (its return value)", exc)
+                        return _user_error("on_bytes (its return value)", exc, self._caller)
+                    except ConnectionClosedError as exc:
+                        if writer.closed and writer.failure is None:
+                            return None  # closed locally (caller.close()) while queued
+                        return exc
                     except Error as exc:
                         return exc  # FramingError from encode: nothing of the reply was sent
                     except Exception as exc:
-                        return _user_error("framing.encode", exc)
+                        return _user_error("framing.encode", exc, self._caller)
         if scope is not None and scope.cancelled_caught and not self._stopping:
             log.debug("connection %s idle for %g s; closing", caller.id, idle)
         return None
@@ -375,27 +417,29 @@ class Connection:
         """Hand ``error`` to ``on_error`` once; an exception from it is only logged."""
         on_error = getattr(connection_service, "on_error", None)
         if on_error is None:
-            if not isinstance(error, (ConnectionClosedError, TLSError)):
-                log.warning("connection error (no on_error): %s", error)
+            # Nowhere to report it: say it in the log, at the level of a peer's
+            # failure (a callback's own exception was logged as ERROR already).
+            quiet = isinstance(error, (ConnectionClosedError, TLSError))
+            log.log(logging.DEBUG if quiet else logging.INFO, "%r: %s", self._caller, error)
             return
         try:
             await call(on_error, error)
         except Exception as exc:
-            _user_error("on_error", exc)
+            _user_error("on_error", exc, self._caller)
 
 
-def _decoder_for(framing: Framing) -> Decoder | Error:
+def _decoder_for(framing: Framing, caller: Caller) -> Decoder | Error:
     """A fresh decoder from a service's framing; a failure there is the service's error."""
     # A user-written framing is user code: its failures are reported like an
     # exception from on_bytes, never as an internal error.
     try:
         made: object = framing.decoder()
     except Exception as exc:
-        return _user_error("framing.decoder()", exc)
+        return _user_error("framing.decoder()", exc, caller)
     if not isinstance(made, Decoder):
         wrong = TypeError(
             "framing.decoder() must return an object with feed(data) and"
             f" pending() methods, got {type(made).__name__}"
         )
-        return _user_error("framing.decoder()", wrong)
+        return _user_error("framing.decoder()", wrong, caller)
     return made

@@ -17,8 +17,8 @@ Each connection's ``on_close`` is shielded from either, under its own deadline.
 from __future__ import annotations
 
 import logging
+import math
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING, TypedDict
 import trio
 
 from ._accept import accept_loop, bind, close_listening
-from ._config import check_count, check_host, check_port, check_timeout
+from ._config import check_count, check_flag, check_host, check_port, check_timeout
 from ._connection import Connection, Settings
 from ._errors import Error
+from ._reuse_port import check_reuse_port
 from ._stats import Counters, ListenerStats
 from ._tcpstream import TCPStream, prepare_socket
-
-if sys.version_info < (3, 11):
-    pass
+from ._tls import ListenerSecureSocket, build_server_context
 
 if TYPE_CHECKING:
     import ssl
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._service import Service
-    from ._tls import ListenerSecureSocket
 
 __all__ = ["Listener", "ListenerOptions", "serve"]
 
@@ -58,6 +56,8 @@ class _Config:
     backlog: int | None
     max_connections: int | None
     idle_timeout: float | None
+    proxy_protocol: bool = False
+    reuse_port: bool = False
 
 
 class _Run:
@@ -73,8 +73,8 @@ class _Run:
         "stopped",
     )
 
-    def __init__(self, port: int, limit: trio.Semaphore | None) -> None:
-        self.port = port
+    def __init__(self, limit: trio.Semaphore | None) -> None:
+        self.port: int | None = None  # known once bound
         self.limit = limit
         self.accept_scope = trio.CancelScope()
         self.handler_scope = trio.CancelScope()
@@ -107,10 +107,24 @@ class Listener:
         idle_timeout: close a connection that has neither received nor sent a
             byte for this many seconds while waiting for input (``on_close``
             runs; it is not an error). ``None``: never.
+        proxy_protocol: every connection comes from a load balancer that
+            opens it with a PROXY protocol header (v1 or v2, told apart
+            automatically): ``caller.remote_host`` / ``remote_port`` (and the
+            local ones) are the real client's from the header. The header is
+            read first, before any TLS handshake, within the
+            ``handshake_timeout`` with TLS, else 10 s; a connection without a
+            valid one is dropped (logged at INFO, counted in ``stats.errors``,
+            no callback). Only for a port that nothing but the load balancer
+            can reach: the header is trusted as sent.
+        reuse_port: set ``SO_REUSEPORT`` on the listening sockets, so several
+            processes (workers) can listen on the same port and the kernel
+            spreads connections among them (Linux; the BSDs and macOS allow
+            the bind but balance differently).
 
     Raises:
         ConfigurationError: a value out of range (a port above 65535, a
-            negative or non-finite timeout).
+            negative or non-finite timeout), or ``reuse_port=True`` where the
+            platform has no ``SO_REUSEPORT``.
         TypeError: a value of the wrong type.
     """
 
@@ -123,21 +137,24 @@ class Listener:
         backlog: int | None = None,
         max_connections: int | None = None,
         idle_timeout: float | None = None,
+        proxy_protocol: bool = False,
+        reuse_port: bool = False,
     ) -> None:
         self._config = _Config(
             port=check_port("local_port", local_port),
             host=check_host("local_host", local_host),
-            secure_socket=secure_socket,
+            secure_socket=_check_secure_socket(secure_socket),
             backlog=check_count("backlog", backlog),
             max_connections=check_count("max_connections", max_connections),
             idle_timeout=check_timeout("idle_timeout", idle_timeout, allow_zero=False),
+            proxy_protocol=check_flag("proxy_protocol", proxy_protocol),
+            reuse_port=check_reuse_port(check_flag("reuse_port", reuse_port)),
         )
         self._service: Service | None = None
         self._counters = Counters()
         self._run: _Run | None = None
         # True while serve() binds: _run is only set once bound, and binding
         # awaits, so a second serve() must be refused during it too.
-        self._binding = False
 
     def __repr__(self) -> str:
         where = f"{self._config.host or '*'}:{self.port if self._run else self._config.port}"
@@ -189,26 +206,28 @@ class Listener:
             ConfigurationError: the ``secure_socket`` is unusable (before binding).
             Error: the listener is already serving.
         """
-        if self._run is not None or self._binding:
+        if self._run is not None:
             raise Error("this listener is already serving")
         config = self._config
-        self._binding = True
+        limit = None if config.max_connections is None else trio.Semaphore(config.max_connections)
+        # Published before binding, so a stop requested meanwhile is not lost:
+        # serve then starts with its accept scope already cancelled, and ends.
+        run = self._run = _Run(limit)
+        listeners: list[socket.socket] = []
         try:
             ssl_context = self._ssl_context()
-            listeners = await bind(config.port, config.host, config.backlog)
-        finally:
-            self._binding = False
-        limit = None if config.max_connections is None else trio.Semaphore(config.max_connections)
-        run = _Run(listeners[0].getsockname()[1], limit)
-        settings = Settings(
-            self._counters,
-            idle_timeout=config.idle_timeout,
-            handshake_timeout=(
-                config.secure_socket.handshake_timeout if config.secure_socket else None
-            ),
-        )
-        self._run = run
-        try:
+            listeners = await bind(
+                config.port, config.host, config.backlog, reuse_port=config.reuse_port
+            )
+            run.port = listeners[0].getsockname()[1]
+            settings = Settings(
+                self._counters,
+                idle_timeout=config.idle_timeout,
+                handshake_timeout=(
+                    config.secure_socket.handshake_timeout if config.secure_socket else None
+                ),
+                proxy_protocol=config.proxy_protocol,
+            )
             with run.handler_scope:
                 async with trio.open_nursery() as handlers:
                     run.handlers = handlers
@@ -225,10 +244,11 @@ class Listener:
                         # so new connects are refused while connections finish.
                         close_listening(listeners)
         finally:
-            close_listening(listeners)  # if cancelled before the nurseries opened
+            close_listening(listeners)  # if it never got as far as the nurseries
             self._run = None
             run.stopped.set()
-            log.info("stopped listening on port %d", run.port)
+            if run.port is not None:
+                log.info("stopped listening on port %d", run.port)
 
     def _starter(
         self,
@@ -240,13 +260,22 @@ class Listener:
         """Return what the accept loops call with each accepted socket."""
         counters = self._counters
 
+        unattended = _Complaints("no service attached; closing new connections")
+
         def start(sock: socket.socket) -> None:
+            service = self._service
+            if service is None:
+                sock.close()
+                unattended.note()
+                if run.limit is not None:
+                    run.limit.release()
+                return
             prepare_socket(sock)
             stream: trio.abc.Stream = TCPStream(sock)
             if ssl_context is not None:
                 # Only wrapped here; the handshake runs in the connection's task.
                 stream = trio.SSLStream(stream, ssl_context, server_side=True)
-            connection = Connection(stream, self._service, settings, finished)
+            connection = Connection(stream, service, settings, finished)
             if run.accept_scope.cancel_called:
                 # Accepted in the same instant a stop began: it is served, but
                 # must not keep a graceful stop waiting for its client to leave.
@@ -318,9 +347,34 @@ class Listener:
         secure_socket = self._config.secure_socket
         if secure_socket is None:
             return None
-        from ._tls import build_server_context
-
         return build_server_context(secure_socket)
+
+
+class _Complaints:
+    """A warning that a flood could repeat: logged at most once a second, with a count."""
+
+    __slots__ = ("_last", "_message", "_suppressed")
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._last = -math.inf
+        self._suppressed = 0
+
+    def note(self) -> None:
+        now = trio.current_time()
+        if now - self._last < 1.0:
+            self._suppressed += 1
+            return
+        log.warning("%s (%d more since the last report)", self._message, self._suppressed)
+        self._last, self._suppressed = now, 0
+
+
+def _check_secure_socket(value: object) -> ListenerSecureSocket | None:
+    if value is None or isinstance(value, ListenerSecureSocket):
+        return value
+    raise TypeError(
+        f"secure_socket must be a ListenerSecureSocket or None, got {type(value).__name__}"
+    )
 
 
 def _runs_under(nursery: trio.Nursery | None) -> bool:
@@ -342,6 +396,8 @@ class ListenerOptions(TypedDict, total=False):
     backlog: int | None
     max_connections: int | None
     idle_timeout: float | None
+    proxy_protocol: bool
+    reuse_port: bool
 
 
 async def serve(

@@ -116,12 +116,10 @@ def callback_shape(callback: Callable[..., Any]) -> tuple[bool, int, int]:
 class Callbacks:
     """A connection service's callbacks, resolved once per connection."""
 
-    __slots__ = ("bytes_async", "framing", "on_bytes", "on_close", "on_error", "service")
+    __slots__ = ("bytes_async", "framing", "on_bytes", "service")
 
     def __init__(self, service: object, caller: Caller) -> None:
         self.service = service
-        self.on_error: Callable[..., Any] | None = getattr(service, "on_error", None)
-        self.on_close: Callable[..., Any] | None = getattr(service, "on_close", None)
         framing = getattr(service, "framing", None)
         self.framing: Framing | None = None if framing is None else check_framing(framing)
         on_bytes: Callable[..., Any] | None = getattr(service, "on_bytes", None)

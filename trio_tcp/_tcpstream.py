@@ -180,14 +180,18 @@ class TCPStream(trio.abc.HalfCloseableStream):
         """Shut down the sending half (TCP FIN); the peer reads end of stream."""
         if self._sending:
             raise trio.BusyResourceError("another task is currently sending on this stream")
-        await checkpoint()
-        if self._shut_wr:
-            return
-        self._shut_wr = True
+        self._sending = True  # held across the checkpoint: a send_all meanwhile is Busy
         try:
-            self.socket.shutdown(socket.SHUT_WR)
-        except OSError as exc:
-            raise _broken(exc) from exc
+            await checkpoint()
+            if self._shut_wr:
+                return
+            self._shut_wr = True
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                raise _broken(exc) from exc
+        finally:
+            self._sending = False
 
     def abort_receive(self) -> None:
         """Wake a task blocked in :meth:`receive_some` with :class:`trio.ClosedResourceError`.

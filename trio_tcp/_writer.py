@@ -35,7 +35,16 @@ def check_bytes(data: object) -> None:
 class Writer:
     """Serialised, all-or-abort writes to one stream."""
 
-    __slots__ = ("_lock", "_send", "closed", "failure", "on_abort", "on_sent", "stream")
+    __slots__ = (
+        "_lock",
+        "_send",
+        "closed",
+        "failure",
+        "on_abort",
+        "on_send_start",
+        "on_sent",
+        "stream",
+    )
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
@@ -51,7 +60,8 @@ class Writer:
         self.failure: BaseException | None = None
         #: Called (synchronously) once when a write aborts the connection.
         self.on_abort: Callable[[], None] | None = None
-        #: Called with the byte count after each completed write.
+        #: Called when a write starts sending, and with its byte count when it completed.
+        self.on_send_start: Callable[[], None] | None = None
         self.on_sent: Callable[[int], None] | None = None
 
     async def write(self, data: Bytes, timeout: float | None) -> None:
@@ -61,13 +71,17 @@ class Writer:
         if lock.locked():
             await lock.acquire()  # queue behind the write in progress, in call order
         else:
-            # Uncontended: no need to yield here, the send is this call's checkpoint.
+            # Uncontended: take the lock without yielding (the send yields), but
+            # honour a cancellation now, while nothing has been sent.
+            await trio.lowlevel.checkpoint_if_cancelled()
             lock.acquire_nowait()
         try:
             if self.closed:
                 await trio.lowlevel.checkpoint()
                 raise ConnectionClosedError("connection already closed")
             timed_out = False
+            if self.on_send_start is not None:
+                self.on_send_start()
             try:
                 if timeout is None:
                     await self._send(data)
