@@ -81,14 +81,13 @@ class TCPStream(trio.abc.HalfCloseableStream):
             with :func:`prepare_socket`. The stream owns it from now on.
     """
 
-    __slots__ = ("_drained", "_receiving", "_sending", "_shut_wr", "socket")
+    __slots__ = ("_receiving", "_sending", "_shut_wr", "socket")
 
     def __init__(self, sock: socket.socket) -> None:
         self.socket = sock
         self._receiving = False
         self._sending = False
         self._shut_wr = False
-        self._drained = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Receive at most ``max_bytes`` bytes; ``b""`` only at end of stream."""
@@ -101,36 +100,22 @@ class TCPStream(trio.abc.HalfCloseableStream):
         self._receiving = True
         sock = self.socket
         try:
-            if self._drained:
-                # The last read emptied the kernel's buffer (it was short), so
-                # this one most likely has to wait: wait first, rather than pay
-                # for a failed recv and its exception (a request/response
-                # exchange, every time). A stream that fills its reads tries first.
-                if sock.fileno() == -1:
-                    await checkpoint_if_cancelled()
-                    raise trio.ClosedResourceError("this socket was already closed")
-                await wait_readable(sock)
+            await checkpoint_if_cancelled()
+            try:
+                data = sock.recv(max_bytes)
+            except BlockingIOError:
+                # Wait outside the except block: a suspended handler would
+                # keep the exception and its traceback alive while we wait.
+                pass
             else:
-                await checkpoint_if_cancelled()
-                try:
-                    data = sock.recv(max_bytes)
-                except BlockingIOError:
-                    # Wait outside the except block: a suspended handler would
-                    # keep the exception and its traceback alive while we wait.
-                    pass
-                else:
-                    self._drained = len(data) < max_bytes
-                    await cancel_shielded_checkpoint()
-                    return data
+                await cancel_shielded_checkpoint()
+                return data
             while True:
+                await wait_readable(sock)
                 try:  # not contextlib.suppress: no context manager object per read
-                    data = sock.recv(max_bytes)
+                    return sock.recv(max_bytes)
                 except BlockingIOError:
                     pass  # a spurious wakeup
-                else:
-                    self._drained = len(data) < max_bytes
-                    return data
-                await wait_readable(sock)
         except OSError as exc:
             raise _broken(exc) from exc
         finally:
