@@ -11,7 +11,7 @@ import math
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -24,8 +24,10 @@ __all__ = [
     "LoopbackServer",
     "causes",
     "connected",
+    "eventually",
     "loopback_server",
     "open_fds",
+    "port_of",
     "read_until_eof",
     "receive_exactly",
     "reset",
@@ -118,3 +120,17 @@ async def connected(**options: Any) -> AsyncIterator[tuple[trio_tcp.Client, trio
         client = await trio_tcp.Client.connect(server.host, server.port, **options)
         async with client:
             yield client, await server.accept()
+
+
+def port_of(listener: trio_tcp.Listener) -> int:
+    """The port a serving listener is bound to."""
+    port = listener.port
+    assert port is not None, "the listener is not serving"
+    return port
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (the caller's ``fail_after`` bounds the wait)."""
+    # Polling: listener stats and recorded callbacks have no event to wait on.
+    while not condition():  # noqa: ASYNC110
+        await trio.sleep(0.005)

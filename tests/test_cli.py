@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
+from _loopback import receive_exactly
 
 import trio_tcp
 from trio_tcp import _cli, _cli_bench
@@ -145,15 +146,6 @@ def one_line(stderr: bytes) -> str:
     assert text.count("\n") == 1, text
     assert "Traceback" not in text
     return text.strip()
-
-
-async def receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = await stream.receive_some(size - len(data))
-        assert chunk, f"closed after {data!r}"
-        data += chunk
-    return data
 
 
 # -- demo, help, version -----------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _loopback import port_of
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -105,12 +106,6 @@ class Handler(trio_tcp.ConnectionService):
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def port_of(listener: trio_tcp.Listener) -> int:
-    port = listener.port
-    assert port is not None
-    return port
 
 
 @asynccontextmanager

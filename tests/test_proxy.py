@@ -18,7 +18,7 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from _loopback import eventually, port_of, receive_exactly
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -439,26 +440,6 @@ async def serving(service: trio_tcp.Service, **options: Any) -> AsyncIterator[tr
         await nursery.start(listener.serve)
         yield listener
         await listener.immediate_stop()
-
-
-def port_of(listener: trio_tcp.Listener) -> int:
-    assert listener.port is not None
-    return listener.port
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Wait until ``condition()`` holds (the caller's fail_after bounds the wait)."""
-    while not condition():  # noqa: ASYNC110
-        await trio.sleep(0.005)
-
-
-async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
-    received = bytearray()
-    while len(received) < size:
-        chunk = await stream.receive_some(size - len(received))
-        assert chunk, f"stream ended after {len(received)} of {size} bytes"
-        received += chunk
-    return bytes(received)
 
 
 async def closed_by_server(stream: trio.abc.ReceiveStream) -> None:

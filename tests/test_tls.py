@@ -26,7 +26,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
-from _loopback import read_until_eof
+from _loopback import eventually, port_of, read_until_eof
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -210,18 +210,6 @@ async def serving(
         await nursery.start(listener.serve)
         yield listener
         await listener.immediate_stop()
-
-
-def port_of(listener: trio_tcp.Listener) -> int:
-    assert listener.port is not None
-    return listener.port
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Wait until ``condition()`` holds (the caller's fail_after bounds the wait)."""
-    # Polling: listener stats and recorded callbacks have no event to wait on.
-    while not condition():  # noqa: ASYNC110
-        await trio.sleep(0.005)
 
 
 async def ended(listener: trio_tcp.Listener, total: int) -> None:
