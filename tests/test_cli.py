@@ -700,3 +700,32 @@ def test_cli_uses_only_the_public_api() -> None:
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.startswith("trio_tcp._"), f"{path.name}: {alias.name}"
+
+
+@pytest.mark.trio
+async def test_serve_behind_a_proxy_takes_the_address_from_the_header() -> None:
+    with trio.fail_after(15):
+        async with serving("--host", LOCAL, "--proxy-protocol", "-v") as server:
+            stream = await trio.open_tcp_stream(LOCAL, server.port)
+            header = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 3000\r\n"
+            await stream.send_all(header + b"hello")
+            assert await receive_exactly(stream, 5) == b"hello"
+            await stream.aclose()
+            await server.wait_for(b"203.0.113.7:40000")  # the log names the real client
+            assert await server.stop() == 0
+
+
+@pytest.mark.trio
+async def test_two_serve_processes_share_a_port_with_reuse_port() -> None:
+    with trio.fail_after(15):
+        async with serving("--host", LOCAL, "--reuse-port") as first:
+            port = str(first.port)
+            async with serving("--host", LOCAL, "--reuse-port", "--port", port) as second:
+                assert second.port == first.port
+                for _ in range(4):
+                    stream = await trio.open_tcp_stream(LOCAL, first.port)
+                    await stream.send_all(b"ping")
+                    assert await receive_exactly(stream, 4) == b"ping"
+                    await stream.aclose()
+                assert await second.stop() == 0
+            assert await first.stop() == 0

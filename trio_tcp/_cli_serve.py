@@ -85,6 +85,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="close connections silent for S seconds",
     )
     parser.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="expect a PROXY protocol v1/v2 header first (behind HAProxy, nginx, a cloud LB)",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="set SO_REUSEPORT, so several serve processes can share the port",
+    )
+    parser.add_argument(
         "--grace",
         type=seconds,
         default=5.0,
@@ -245,6 +255,8 @@ async def run(args: argparse.Namespace) -> int:
         secure_socket=secure_socket,
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
+        proxy_protocol=args.proxy_protocol,
+        reuse_port=args.reuse_port,
     )
     listener.attach(_Server(args.mode, args.framing))
     # Installed before binding, so a signal that arrives early still stops
