@@ -230,6 +230,8 @@ def test_empty_feeds_need_more() -> None:
         ),
         pytest.param(b"PROXY TCP4 1.2.3.4 1.2.3.4 65536 2\r\n", "not a port", id="v1-port-range"),
         pytest.param(b"PROXY TCP4 1.2.3.4 1.2.3.4 +1 2\r\n", "not a port", id="v1-port-sign"),
+        pytest.param(b"PROXY TCP4 1.2.3.4 1.2.3.4 080 2\r\n", "not a port", id="v1-port-zero-led"),
+        pytest.param(b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", "IPv6 zone", id="v1-ipv6-zone"),
         pytest.param(b"PROXY TCP4 1.2.3.4 1.2.3.4 \xd9\xa1 2\r\n", "not ASCII", id="v1-non-ascii"),
         pytest.param(b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\n", "\\\\n instead of", id="v1-bare-lf"),
         pytest.param(b"PROXY UNKNOWN " + b"x" * 100, "first 107 bytes", id="v1-too-long"),

@@ -8,14 +8,17 @@ and checks the outcome the contract promises.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+import trustme
 
 import trio_tcp
 import trio_tcp._accept
@@ -286,3 +289,97 @@ def test_listener_rejects_a_secure_socket_of_the_wrong_type(secure_socket: objec
 async def test_client_rejects_a_secure_socket_of_the_wrong_type() -> None:
     with trio.fail_after(5), pytest.raises(TypeError, match="ClientSecureSocket"):
         await trio_tcp.Client.connect(LOCAL, 1, secure_socket="ca.pem")  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, ssl.SSLContext]:
+    ca = trustme.CA()
+    issued = ca.issue_cert(LOCAL)
+    folder = tmp_path_factory.mktemp("races-tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return str(cert), str(key), client
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("stop", ["immediate", "graceful-with-timeout"])
+async def test_a_stop_with_a_tls_write_stuck_still_runs_on_close(
+    tls_files: tuple[str, str, ssl.SSLContext], stop: str
+) -> None:
+    # A broadcaster's write to a peer that never reads holds TLS's send side,
+    # so close_notify cannot go out: the stop must close forcefully in time,
+    # and on_close and the listener's bookkeeping must still happen.
+    cert, key, client_context = tls_files
+    with trio.fail_after(10):
+        service = Recorder()
+        secure = trio_tcp.ListenerSecureSocket(key=trio_tcp.CertKey(cert_file=cert, key_file=key))
+        async with trio.open_nursery() as nursery:
+            port = await start(nursery, service, secure_socket=secure)
+            listener: trio_tcp.Listener = nursery.listener  # type: ignore[attr-defined]
+            raw = await trio.open_tcp_stream(LOCAL, port)
+            peer = trio.SSLStream(raw, client_context, server_hostname=LOCAL)
+            await peer.do_handshake()
+            await service.connected.wait()
+
+            async def broadcast() -> None:
+                with contextlib.suppress(trio_tcp.Error):
+                    while True:
+                        await service.callers[0].write_bytes(b"m" * 1000)
+
+            nursery.start_soon(broadcast)
+            await trio.sleep(0.5)  # the peer's buffers fill; the write is stuck
+            started = trio.current_time()
+            if stop == "immediate":
+                await listener.immediate_stop()
+            else:
+                await listener.graceful_stop(0.3)
+            assert trio.current_time() - started < 1.5
+            assert service.closed == 1
+            assert listener.stats.active_connections == 0
+            await trio.aclose_forcefully(peer)
+
+
+@pytest.mark.trio
+async def test_idle_timeout_closes_a_connection_whose_write_is_stuck() -> None:
+    with trio.fail_after(10):
+        service = Recorder()
+        async with trio.open_nursery() as nursery:
+            port = await start(nursery, service, idle_timeout=0.3)
+            stuck = await trio.open_tcp_stream(LOCAL, port)  # neither sends nor reads
+            await service.connected.wait()
+            outcome: list[str] = []
+
+            async def push() -> None:
+                try:
+                    await service.callers[0].write_bytes(b"x" * 50_000_000)
+                except trio_tcp.ConnectionClosedError:
+                    outcome.append("closed")
+
+            nursery.start_soon(push)
+            with trio.fail_after(3):
+                while service.closed == 0:  # noqa: ASYNC110 - no event for on_close
+                    await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcome == ["closed"]
+            assert service.errors == []
+            await stuck.aclose()
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_an_immediate_stop_during_the_proxy_header_gives_everything_back() -> None:
+    with trio.fail_after(5):
+        listener = trio_tcp.Listener(0, local_host=LOCAL, proxy_protocol=True, max_connections=1)
+        listener.attach(Recorder())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.serve)
+            assert listener.port is not None
+            silent = await trio.open_tcp_stream(LOCAL, listener.port)  # no header
+            while listener.stats.active_connections == 0:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            await listener.immediate_stop()
+            assert listener.stats.active_connections == 0
+            await silent.aclose()

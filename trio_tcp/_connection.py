@@ -52,7 +52,7 @@ from ._errors import (
 from ._framing import Decoder, Framing
 from ._proxy_stream import Proxied, receive_proxy_header
 from ._service import Callbacks, call
-from ._streams import close_stream, endpoints, peer_name, send_tls_alert
+from ._streams import close_now, close_stream, endpoints, peer_name, send_tls_alert
 from ._tcpstream import TCPStream
 from ._writer import Writer, check_bytes
 
@@ -117,7 +117,6 @@ class Connection:
     __slots__ = (
         "_caller",
         "_scope",
-        "_sending",
         "_stopping",
         "_waiting",
         "_writer",
@@ -144,7 +143,6 @@ class Connection:
         self._caller: Caller | None = None  # for log lines, once there is one
         self._waiting = False
         self._stopping = False
-        self._sending = 0  # writes under way, counted only with an idle timeout
 
     def stop_reading(self) -> None:
         """End the connection cleanly once any running ``on_bytes`` returns."""
@@ -160,20 +158,15 @@ class Connection:
                 self._writer.closed = True
             self.stream.abort_receive()
 
-    def _write_started(self) -> None:
-        """A write began: a connection that is sending is not idle."""
-        self._sending += 1
-        if self._scope is not None:
-            self._scope.deadline = math.inf
+    def _progress(self) -> None:
+        """A slice of a write went out: activity, so the idle clock restarts."""
+        if self._waiting and self._scope is not None and self.settings.idle_timeout is not None:
+            self._scope.deadline = trio.current_time() + self.settings.idle_timeout
 
     def _touch(self, sent: int) -> None:
-        """Count a completed write; with an idle timeout, restart the idle clock."""
+        """Count a completed write; it is activity too."""
         self.settings.counters.bytes_sent += sent
-        idle = self.settings.idle_timeout
-        if idle is not None:
-            self._sending -= 1
-            if self._waiting and not self._sending and self._scope is not None:
-                self._scope.deadline = trio.current_time() + idle
+        self._progress()
 
     async def run(self) -> None:
         """Serve the connection to its end; the fault barrier: only cancellation escapes."""
@@ -205,7 +198,8 @@ class Connection:
             writer.on_sent = self._touch
             writer.on_abort = self.stop_reading
             if self.settings.idle_timeout is not None:
-                writer.on_send_start = self._write_started
+                # A long write counts as activity while it moves, not while stuck.
+                writer.watch_progress(self._progress)
             try:
                 connection_service = await call(self.service.on_connect, caller)
             except Exception as exc:
@@ -239,20 +233,19 @@ class Connection:
         finally:
             # One exit for every path, cancellation included: the socket never
             # outlives this task, and on_close runs exactly once if it is due.
+            # Each step is shielded, and each runs even if the one before failed.
             if writer is not None:
                 writer.closed = True
-            if established:
-                await close_stream(stream)
-            else:
-                await trio.aclose_forcefully(stream)
             try:
-                if connection_service is not None:
-                    await self._close_service(connection_service)
+                await (close_stream(stream) if established else close_now(stream))
             finally:
-                # Even if the close above were interrupted: the listener's
-                # bookkeeping (and its max_connections token) must be returned.
-                if self.on_done is not None:
-                    self.on_done(self)
+                try:
+                    if connection_service is not None:
+                        await self._close_service(connection_service)
+                finally:
+                    # The listener's bookkeeping (and its max_connections token).
+                    if self.on_done is not None:
+                        self.on_done(self)
 
     async def _close_service(self, connection_service: object) -> None:
         """Run ``on_close``, shielded from any stop but bounded by its own deadline."""
@@ -335,7 +328,7 @@ class Connection:
             while True:
                 if self._stopping:
                     return None
-                if scope is not None and idle is not None and not self._sending:
+                if scope is not None and idle is not None:
                     scope.deadline = trio.current_time() + idle
                 self._waiting = True
                 try:

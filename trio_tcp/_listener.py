@@ -153,12 +153,11 @@ class Listener:
         self._service: Service | None = None
         self._counters = Counters()
         self._run: _Run | None = None
-        # True while serve() binds: _run is only set once bound, and binding
-        # awaits, so a second serve() must be refused during it too.
 
     def __repr__(self) -> str:
-        where = f"{self._config.host or '*'}:{self.port if self._run else self._config.port}"
-        state = "serving" if self._run else "stopped"
+        port = self.port
+        where = f"{self._config.host or '*'}:{port if port is not None else self._config.port}"
+        state = "stopped" if self._run is None else "binding" if port is None else "serving"
         return f"<trio_tcp.Listener {where} {state}>"
 
     @property

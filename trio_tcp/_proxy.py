@@ -241,6 +241,8 @@ def _parse_v1(line: bytes) -> ProxyHeader:
 
 
 def _v1_host(text: str, version: int) -> str:
+    if "%" in text:  # an IPv6 zone ("fe80::1%eth0") names an interface of the sender
+        raise FramingError(f"PROXY v1 header: {text!r} carries an IPv6 zone")
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -252,7 +254,9 @@ def _v1_host(text: str, version: int) -> str:
 
 def _v1_port(text: str) -> int:
     # Not int() alone: it also takes "+80", " 80", "8_0" and non-ASCII digits.
-    if not (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535):
+    # The spec writes ports without leading zeros; "080" is malformed, not 80.
+    well_formed = text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
+    if not (well_formed and len(text) <= 5 and int(text) <= 65535):
         raise FramingError(f"PROXY v1 header: {text!r} is not a port number (0-65535)")
     return int(text)
 

@@ -7,8 +7,10 @@ stream, so the drivers can be tested over :func:`trio.testing.memory_stream_pair
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ from ._config import CLOSE_TIMEOUT, TLS_ALERT_TIMEOUT, TLS_WRITE_SLICE
 
 __all__ = [
     "Endpoints",
+    "close_now",
     "close_stream",
     "endpoints",
     "peer_name",
@@ -34,12 +37,17 @@ def ssl_stream_of(stream: trio.abc.Stream) -> trio.SSLStream[trio.abc.Stream] | 
     return stream if isinstance(stream, trio.SSLStream) else None
 
 
-async def send_sliced(stream: trio.abc.SendStream, data: Bytes) -> None:
-    """``send_all`` in bounded slices, so a TLS stream never copies a huge write at once.
+async def send_sliced(
+    stream: trio.abc.SendStream,
+    data: Bytes,
+    progress: Callable[[], None] | None = None,
+) -> None:
+    """``send_all`` in bounded slices, calling ``progress()`` after each.
 
-    Only worth it for TLS: a plain socket stream already sends a memoryview in
-    place. Slicing does not make cancellation safe: a cancelled write still
-    leaves the stream in an unknown state.
+    A TLS stream then never copies a huge write at once, and a listener's idle
+    clock can see a long write moving. A plain socket stream needs neither: it
+    sends a memoryview in place. Slicing does not make cancellation safe: a
+    cancelled write still leaves the stream in an unknown state.
     """
     size = len(data)
     if size <= TLS_WRITE_SLICE:
@@ -48,6 +56,8 @@ async def send_sliced(stream: trio.abc.SendStream, data: Bytes) -> None:
     with memoryview(data) as view:
         for start in range(0, size, TLS_WRITE_SLICE):
             await stream.send_all(view[start : start + TLS_WRITE_SLICE])
+            if progress is not None:
+                progress()
 
 
 async def send_tls_alert(stream: trio.SSLStream[Any]) -> None:
@@ -75,16 +85,31 @@ async def send_tls_alert(stream: trio.SSLStream[Any]) -> None:
 async def close_stream(stream: trio.abc.AsyncResource, timeout: float = CLOSE_TIMEOUT) -> None:
     """Close gracefully (TLS close_notify) within ``timeout``, then forcefully.
 
-    Shielded: closing must finish even when the surrounding scope is being
-    cancelled, or a stop would leak sockets. The deadline keeps a peer that
-    never reads from holding the close open.
+    Shielded, fallback included: closing must finish even when the
+    surrounding scope is being cancelled, or a stop would leak sockets (and
+    skip what comes after the close). A task that is already being cancelled
+    (an immediate stop) closes forcefully at once: it has no time to flush.
+    The timeout keeps a peer that never reads from holding the close open.
     """
+    outer = trio.current_effective_deadline()
+    if outer == -math.inf:
+        await close_now(stream)
+        return
     # The peer may be gone or the stream already broken: then there is nothing
     # left to flush, and the resource is closed on the way out anyway.
     gone = contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-    with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout) as scope, gone:
-        await stream.aclose()
-    if scope.cancelled_caught:
+    with trio.CancelScope(shield=True):
+        # Shielded from a cancel, but not allowed past a deadline already set
+        # outside (a graceful stop's timeout): then it is the forceful close.
+        with trio.move_on_at(min(trio.current_time() + timeout, outer)) as scope, gone:
+            await stream.aclose()
+        if scope.cancelled_caught:
+            await trio.aclose_forcefully(stream)
+
+
+async def close_now(stream: trio.abc.AsyncResource) -> None:
+    """Close without flushing, even inside a cancelled scope."""
+    with trio.CancelScope(shield=True):
         await trio.aclose_forcefully(stream)
 
 

@@ -41,7 +41,6 @@ class Writer:
         "closed",
         "failure",
         "on_abort",
-        "on_send_start",
         "on_sent",
         "stream",
     )
@@ -60,9 +59,13 @@ class Writer:
         self.failure: BaseException | None = None
         #: Called (synchronously) once when a write aborts the connection.
         self.on_abort: Callable[[], None] | None = None
-        #: Called when a write starts sending, and with its byte count when it completed.
-        self.on_send_start: Callable[[], None] | None = None
+        #: Called with the byte count of each completed write.
         self.on_sent: Callable[[int], None] | None = None
+
+    def watch_progress(self, progress: Callable[[], None]) -> None:
+        """Send in bounded slices from now on, calling ``progress()`` after each one."""
+        stream = self.stream
+        self._send = lambda data: send_sliced(stream, data, progress)
 
     async def write(self, data: Bytes, timeout: float | None) -> None:
         """Send all of ``data`` or raise; see the module docstring for what failure means."""
@@ -80,8 +83,6 @@ class Writer:
                 await trio.lowlevel.checkpoint()
                 raise ConnectionClosedError("connection already closed")
             timed_out = False
-            if self.on_send_start is not None:
-                self.on_send_start()
             try:
                 if timeout is None:
                     await self._send(data)
