@@ -323,13 +323,14 @@ class Connection:
         # See the module docstring: no scope where nothing needs one.
         needs_scope = idle is not None or not isinstance(self.stream, TCPStream)
         scope = self._scope = trio.CancelScope() if needs_scope else None
+        idle_scope, idle_for = (scope, idle) if idle is not None else (None, 0.0)
         waking: contextlib.AbstractContextManager[object, bool] = scope or _NO_SCOPE
         with waking:
             while True:
                 if self._stopping:
                     return None
-                if scope is not None and idle is not None:
-                    scope.deadline = trio.current_time() + idle
+                if idle_scope is not None:
+                    idle_scope.deadline = trio.current_time() + idle_for
                 self._waiting = True
                 try:
                     data: bytes | bytearray = await receive_some(RECEIVE_SIZE)
@@ -340,8 +341,8 @@ class Connection:
                     log.debug("connection %s failed: %r", caller.id, exc)
                     return stream_error(exc)
                 self._waiting = False
-                if scope is not None and idle is not None:
-                    scope.deadline = math.inf
+                if idle_scope is not None:
+                    idle_scope.deadline = math.inf
                 if not data:
                     if decoder is not None and decoder.pending():
                         return FramingError(
@@ -351,9 +352,7 @@ class Connection:
                     return None
                 # Every cancel of this scope but the idle deadline sets _stopping first,
                 # so the scope (whose cancel_called reads the clock) is checked only with one.
-                if self._stopping or (
-                    scope is not None and idle is not None and scope.cancel_called
-                ):
+                if self._stopping or (idle_scope is not None and idle_scope.cancel_called):
                     return None  # stopped at the instant the data arrived
                 if type(data) is not bytes:
                     data = bytes(data)  # services are promised immutable bytes
@@ -371,7 +370,7 @@ class Connection:
                     except Exception as exc:
                         return _user_error("the framing's decoder", exc, self._caller)
                 for message in messages:
-                    if caller.closed:
+                    if writer.closed:
                         # Closed while earlier messages of this chunk were handled
                         # (caller.close(), or a failed write from another task):
                         # no one is left to answer the rest.
@@ -382,11 +381,6 @@ class Connection:
                         return _user_error("on_bytes", exc, self._caller)
                     if result is None:
                         continue
-                    if writer.closed and writer.failure is None:
-                        # The service closed its own connection (caller.close()):
-                        # there is no one left to answer, and that is no error.
-                        log.debug("connection %s closed; reply of on_bytes dropped", caller.id)
-                        return None
                     try:
                         if encode is not None:
                             check_bytes(result)
@@ -395,15 +389,17 @@ class Connection:
                     except TypeError as exc:
                         return _user_error("on_bytes (its return value)", exc, self._caller)
                     except ConnectionClosedError as exc:
-                        if writer.closed and writer.failure is None:
-                            return None  # closed locally (caller.close()) while queued
+                        if writer.failure is None:
+                            # The service closed its own connection (caller.close()):
+                            # no one is left to answer, and that is no error.
+                            return None
                         return exc
                     except Error as exc:
                         return exc  # FramingError from encode: nothing of the reply was sent
                     except Exception as exc:
                         return _user_error("framing.encode", exc, self._caller)
-        if scope is not None and scope.cancelled_caught and not self._stopping:
-            log.debug("connection %s idle for %g s; closing", caller.id, idle)
+        if idle_scope is not None and idle_scope.cancelled_caught and not self._stopping:
+            log.debug("connection %s idle for %g s; closing", caller.id, idle_for)
         return None
 
     async def _report(self, connection_service: object, error: Error) -> None:

@@ -20,6 +20,7 @@ import trio
 
 from ._errors import STREAM_ERRORS, ConnectionClosedError, WriteTimeoutError, stream_error
 from ._streams import Bytes, Endpoints, send_sliced
+from ._tls import peer_tls_details
 
 __all__ = ["ConnectionInfo", "Writer"]
 
@@ -158,17 +159,12 @@ class ConnectionInfo:
     @property
     def tls_version(self) -> str | None:
         """The negotiated TLS version (``"TLSv1.3"``), or ``None`` on a plain connection."""
-        stream = self._writer.stream
-        return stream.version() if isinstance(stream, trio.SSLStream) else None
+        return self._tls_details()[0]
 
     @property
     def cipher(self) -> str | None:
         """The negotiated cipher's OpenSSL name, or ``None`` on a plain connection."""
-        stream = self._writer.stream
-        if not isinstance(stream, trio.SSLStream):
-            return None
-        negotiated = stream.cipher()
-        return negotiated[0] if negotiated else None
+        return self._tls_details()[1]
 
     @property
     def peer_certificate(self) -> dict[str, Any] | None:
@@ -177,8 +173,10 @@ class ConnectionInfo:
         ``None`` on a plain connection, or when the peer sent no certificate
         (a client, unless the listener asks for one).
         """
+        return self._tls_details()[2]
+
+    def _tls_details(self) -> tuple[str | None, str | None, dict[str, Any] | None]:
         stream = self._writer.stream
         if not isinstance(stream, trio.SSLStream):
-            return None
-        certificate = stream.getpeercert()
-        return dict(certificate) if certificate else None
+            return None, None, None
+        return peer_tls_details(stream)
