@@ -1,6 +1,6 @@
 """The per-connection driver, over in-memory streams (no sockets).
 
-Every lifecycle rule of DESIGN.md §3 is exercised on
+Every rule of the connection lifecycle is exercised on
 ``trio_tcp._connection.Connection`` directly: ``on_connect`` before any read,
 one ``on_bytes`` at a time (backpressure), both ``on_bytes`` forms, errors to
 ``on_error`` once, ``on_close`` exactly once, cancellation never reaching a
