@@ -28,7 +28,7 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # Sessions that need one interpreter run on this one.
 MAIN = "3.11"
-TYPED = ["trio_tcp", "tests", "examples", "benchmarks", "noxfile.py"]
+TYPED = ["trio_tcp", "tests", "examples", "benchmarks", "noxfile.py", ".ci/summarize.py"]
 SOURCES = [*TYPED, "docs/conf.py"]
 ROOT = Path(__file__).parent
 
