@@ -3,7 +3,7 @@
 Every scenario here lines two things up that happen "at the same time" in a
 real server (a stop while a write is blocked, a close while a reply queues,
 an idle deadline while a big write flows, a stop while the listener binds)
-and checks the outcome the contract promises.
+and checks the outcome the documentation promises.
 """
 
 from __future__ import annotations

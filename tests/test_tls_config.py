@@ -531,7 +531,7 @@ def test_fuzz_protocol(material: Material, name: str, versions: list[str]) -> No
 
 
 # ---------------------------------------------------------------------------
-# Bad configuration inputs: one test per row of RELIABILITY.md's table
+# Bad configuration inputs: one test per kind of mistake
 # ---------------------------------------------------------------------------
 
 
