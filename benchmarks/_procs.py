@@ -1,8 +1,8 @@
-"""Child processes: a pinned server, a pinned load generator, and their memory in /proc.
+"""Child processes: a pinned server, a pinned load generator, their memory and CPU time.
 
 *Resource handling*: :func:`server` is a context manager whose exit always
 stops the server (SIGTERM, then SIGKILL after :data:`STOP_GRACE` seconds);
-:func:`run_load` kills its load generator when it outlives its time limit.
+:func:`run_process` kills its load generator when it outlives its time limit.
 No process outlives the call that started it.
 """
 
@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import re
+import resource
 import select
 import signal
 import subprocess
@@ -133,21 +134,36 @@ def server(
         stop(proc)
 
 
-def run_load(
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    """What a load generator left behind: its output, status and CPU use."""
+
+    out: bytes
+    err: bytes
+    status: int
+    cpu_s: float  # user + system CPU seconds
+    elapsed_s: float
+
+
+def run_process(
     argv: list[str],
     pinning: Pinning,
     time_limit: float,
     sample: Callable[[], None] | None = None,
-) -> dict[str, object]:
-    """Run a load generator to completion; return its JSON result.
+) -> Finished:
+    """Run a load generator pinned to the load CPU, to completion.
 
     ``sample`` is called about every 50 ms while it runs (to watch the server's
-    memory). Raises :class:`BenchError` on a timeout, a crash or an error result.
+    memory). Raises :class:`BenchError` when it outlives ``time_limit``.
     """
+    # Its CPU time is known once it is reaped: the children's total grows by it
+    # (the only child reaped meanwhile; servers are reaped after their load).
+    before = children_cpu_s()
+    started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         pin(proc.pid, pinning.load)
-        deadline = time.monotonic() + time_limit
+        deadline = started + time_limit
         while sample is not None and proc.poll() is None and time.monotonic() < deadline:
             sample()
             time.sleep(0.05)
@@ -158,7 +174,22 @@ def run_load(
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    return parse_result(out, err, proc.returncode)
+    elapsed = time.monotonic() - started
+    return Finished(out, err, proc.returncode, children_cpu_s() - before, elapsed)
+
+
+def run_load(
+    argv: list[str],
+    pinning: Pinning,
+    time_limit: float,
+    sample: Callable[[], None] | None = None,
+) -> dict[str, object]:
+    """Run loadgen or pyload; return its JSON result (see :func:`run_process`).
+
+    Raises :class:`BenchError` on a timeout, a crash or an error result.
+    """
+    done = run_process(argv, pinning, time_limit, sample)
+    return parse_result(done.out, done.err, done.status)
 
 
 def parse_result(out: bytes, err: bytes, status: int) -> dict[str, object]:
@@ -174,3 +205,29 @@ def parse_result(out: bytes, err: bytes, status: int) -> dict[str, object]:
     if "error" in result or status != 0:
         raise BenchError(f"load generator: {result.get('error', f'status {status}')}")
     return result
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used by this process's reaped children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds used so far by the running process ``pid`` (all threads), or None.
+
+    Read from the process's CPU-time clock, which counts in nanoseconds
+    (``/proc/PID/stat`` counts 10 ms ticks). Python has no
+    ``clock_getcpuclockid``; the clock's id is what Linux's C library makes of
+    the pid: ``(~pid << 3) | 2`` (a process's scheduler clock).
+    """
+    try:
+        return time.clock_gettime((~pid << 3) | 2)
+    except OSError:
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # utime and stime, fields 14 and 15 of the whole line (11 and 12 after the name).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
