@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import dataclasses
 import functools
+import importlib
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -55,15 +56,6 @@ from _echo_servers import (
 )
 from _line_servers import LineServer, RedisServer, raw_lines, raw_redis
 from _serving import has_send_nowait, has_serve_listeners, listener_accepts, serve_trio_tcp
-from _transport_servers import (
-    MakeListeners,
-    Wrap,
-    lean_stream,
-    serve_over,
-    stdlib_listeners,
-    trio_listeners,
-    trio_socket_stream,
-)
 
 import trio_tcp
 
@@ -104,9 +96,15 @@ def needs_keyword(keyword: str) -> Callable[[], str | None]:
     return lambda: None if listener_accepts(keyword) else f"needs Listener({keyword}=...)"
 
 
-def needs_serve_listeners() -> str | None:
-    """A requirement: ``Listener.serve_listeners``."""
-    return None if has_serve_listeners() else "needs Listener.serve_listeners"
+def needs_transport() -> str | None:
+    """A requirement: ``Listener.serve_listeners``, and the private modules the variants use."""
+    if not has_serve_listeners():
+        return "needs Listener.serve_listeners"
+    try:
+        importlib.import_module("_transport_servers")
+    except ImportError as exc:
+        return f"cannot import trio_tcp's transport internals ({exc})"
+    return None
 
 
 def needs_send_nowait() -> str | None:
@@ -137,11 +135,17 @@ def raw_kind(
     return Kind(name, lambda opts: trio.run(serve_raw, handler(), opts.port))
 
 
-def over_kind(name: str, make: MakeListeners, wrap: Wrap = lean_stream) -> Kind:
-    """A kind serving trio_tcp's echo through ``serve_listeners`` over ``make``'s listeners."""
-    return Kind(
-        name, lambda opts: trio.run(serve_over, opts.port, make, wrap), needs_serve_listeners
-    )
+def over_kind(name: str) -> Kind:
+    """A kind serving trio_tcp's echo through ``serve_listeners`` (``_transport_servers``).
+
+    That module is imported only when one of these runs, since it imports
+    private trio_tcp modules whose layout may change.
+    """
+
+    def run(opts: Options) -> None:
+        importlib.import_module("_transport_servers").run(name, opts.port)
+
+    return Kind(name, run, needs_transport)
 
 
 def run_trio_tcp_tls(opts: Options) -> None:
@@ -163,9 +167,9 @@ KINDS = {
         trio_tcp_kind("trio_tcp_caller", lambda: EchoServer(CallerEcho)),
         trio_tcp_kind("trio_tcp_idle60", EchoServer, setting="idle_timeout"),
         trio_tcp_kind("trio_tcp_wto60", EchoServer, setting="write_timeout"),
-        over_kind("trio_tcp_x_lean", stdlib_listeners),
-        over_kind("trio_tcp_x_sockstream", stdlib_listeners, trio_socket_stream),
-        over_kind("trio_tcp_x_trio", trio_listeners),
+        over_kind("trio_tcp_x_lean"),
+        over_kind("trio_tcp_x_sockstream"),
+        over_kind("trio_tcp_x_trio"),
         raw_kind("trio_raw", lambda: raw_echo),
         Kind("anyio", lambda opts: run_anyio(opts.port)),
         Kind("asyncio_streams", lambda opts: asyncio.run(serve_asyncio(opts.port, False))),

@@ -7,6 +7,7 @@
  */
 #include "loadgen.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -42,6 +43,13 @@ static void count_op(conn_t *c) {
 }
 
 static int all_open(void) { return n_open == opt.conns; }
+
+static const char *opening(void) {
+    static char text[96];
+    snprintf(text, sizeof text, "%d of %d connections open, %d failed; %s", n_open, opt.conns,
+             n_failed, net_error());
+    return text;
+}
 static int at_once(void) { return 1; }
 
 /* Take what the server echoed of the current message; 1 when it is whole, -1 if wrong. */
@@ -97,6 +105,7 @@ const workload_t wl_pingpong = {
     .name = "pingpong",
     .start = pingpong_start,
     .ready = all_open,
+    .waiting = opening,
     .opened = pingpong_opened,
     .readable = pingpong_readable,
     .measuring = measuring,
@@ -139,6 +148,7 @@ const workload_t wl_stream = {
     .name = "stream",
     .start = pingpong_start,
     .ready = all_open,
+    .waiting = opening,
     .opened = stream_opened,
     .readable = stream_readable,
     .writable = pump,
@@ -287,6 +297,7 @@ const workload_t wl_hold = {
     .name = "hold",
     .start = hold_start,
     .ready = hold_ready,
+    .waiting = opening,
     .opened = hold_opened,
     .failed = hold_failed,
     .readable = hold_readable,

@@ -24,6 +24,7 @@
  */
 #include "loadgen.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,6 +229,18 @@ static void fanout_tick(void) {
 
 static int fanout_ready(void) { return joined; }
 
+static const char *fanout_waiting(void) {
+    static char text[160];
+    if (n_open_stuck < n_stuck || n_open_healthy < n_healthy)
+        snprintf(text, sizeof text, "%d of %d stuck and %d of %d healthy members connected",
+                 n_open_stuck, n_stuck, n_open_healthy, n_healthy);
+    else
+        snprintf(text, sizeof text, "join probes of round %u: %lld of %lld deliveries seen; "
+                 "does the server relay every line to every other member?",
+                 round_no, probe_pairs, (long long)n_healthy * (n_healthy - 1));
+    return text;
+}
+
 static void fanout_measuring(void) {
     delivered = sent = gaps = 0;
     samples_clear(&latency);
@@ -251,6 +264,7 @@ const workload_t wl_fanout = {
     .name = "fanout",
     .start = fanout_start,
     .ready = fanout_ready,
+    .waiting = fanout_waiting,
     .opened = fanout_opened,
     .readable = fanout_readable,
     .hangup = fanout_hangup,

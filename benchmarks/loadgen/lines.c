@@ -8,6 +8,7 @@
  */
 #include "loadgen.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,12 @@ static void pipeline_start(void) {
 }
 
 static int pipeline_ready(void) { return n_open == opt.conns; }
+
+static const char *pipeline_waiting(void) {
+    static char text[96];
+    snprintf(text, sizeof text, "%d of %d connections open; %s", n_open, opt.conns, net_error());
+    return text;
+}
 
 static void pipeline_opened(conn_t *c) {
     n_open++;
@@ -103,6 +110,7 @@ const workload_t wl_pipeline = {
     .name = "pipeline",
     .start = pipeline_start,
     .ready = pipeline_ready,
+    .waiting = pipeline_waiting,
     .opened = pipeline_opened,
     .readable = pipeline_readable,
     .measuring = pipeline_measuring,

@@ -74,6 +74,7 @@ typedef struct {
     const char *name;
     void (*start)(void);                 /* open the first connections */
     int (*ready)(void);                  /* setup is over (then warm-up begins) */
+    const char *(*waiting)(void);        /* what setup still waits for, if it times out */
     void (*opened)(conn_t *c);           /* connect (and TLS handshake) done */
     void (*failed)(conn_t *c, const char *why); /* connect or handshake failed */
     void (*readable)(conn_t *c);

@@ -200,7 +200,8 @@ int main(int argc, char **argv) {
                 t_open = t;
                 deadline = t + (uint64_t)(opt.warmup * 1e9);
             } else if (t >= deadline) {
-                fail("setup took longer than %gs (%s)", opt.setup_timeout, net_error());
+                const char *why = wl->waiting ? wl->waiting() : net_error();
+                fail("setup took longer than %gs (%s)", opt.setup_timeout, why);
             }
         }
         if (phase == WARMUP && t >= deadline) {
