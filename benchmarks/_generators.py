@@ -6,7 +6,8 @@ once per version of its sources. The build links OpenSSL for the TLS
 scenarios; without OpenSSL's headers (Debian: ``libssl-dev``) it is built
 without TLS and ``pyload`` drives the TLS scenarios. Without a C compiler
 ``pyload`` drives everything it can (every mode but ``fanout``).
-``redis-benchmark`` is used, when it is on the PATH, for the Redis scenarios.
+``redis-benchmark`` is used, when it is on the PATH, for the Redis scenarios,
+and ``valgrind`` (with ``callgrind_control``) for the instruction counts.
 Every result says which generator produced it.
 """
 
@@ -53,6 +54,7 @@ class Generators:
     plain: Generator
     tls: Generator
     redis_benchmark: str | None
+    callgrind: tuple[str, str] | None  # valgrind and callgrind_control
     notes: tuple[str, ...]
 
     @property
@@ -111,23 +113,29 @@ def build(*, tls: bool) -> tuple[Path | None, str]:
 def choose(*, use_loadgen: bool) -> Generators:
     """Pick the generators for this run, building the C load generator where possible."""
     redis_benchmark = shutil.which("redis-benchmark")
-    redis_note = (
+    valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
+    callgrind = (valgrind, control) if valgrind and control else None
+    external = (
         f"Redis scenarios: {redis_benchmark}"
         if redis_benchmark
-        else "Redis scenarios: skipped (redis-benchmark not on PATH; Debian: redis-tools)"
+        else "Redis scenarios: skipped (redis-benchmark not on PATH; Debian: redis-tools)",
+        f"instruction counts: {valgrind} --tool=callgrind"
+        if callgrind
+        else "instruction counts: skipped (valgrind and callgrind_control not on PATH)",
     )
     if not use_loadgen:
-        return Generators(PYLOAD, PYLOAD, redis_benchmark, ("--no-loadgen: pyload", redis_note))
+        notes: tuple[str, ...] = ("--no-loadgen: pyload", *external)
+        return Generators(PYLOAD, PYLOAD, redis_benchmark, callgrind, notes)
     tls_bin, tls_note = build(tls=True)
     if tls_bin is not None:
         loadgen = Generator("loadgen", (str(tls_bin),), LOADGEN_MODES)
-        notes: tuple[str, ...] = (f"loadgen with TLS ({tls_note})", redis_note)
-        return Generators(loadgen, loadgen, redis_benchmark, notes)
+        notes = (f"loadgen with TLS ({tls_note})", *external)
+        return Generators(loadgen, loadgen, redis_benchmark, callgrind, notes)
     plain_bin, plain_note = build(tls=False)
     plain = Generator("loadgen", (str(plain_bin),), LOADGEN_MODES) if plain_bin else PYLOAD
     notes = (
         f"plain scenarios: {plain.name} ({plain_note})",
         f"TLS scenarios: pyload (loadgen with TLS: {tls_note})",
-        redis_note,
+        *external,
     )
-    return Generators(plain, PYLOAD, redis_benchmark, notes)
+    return Generators(plain, PYLOAD, redis_benchmark, callgrind, notes)

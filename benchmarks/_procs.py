@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from _generators import BENCH_DIR
@@ -27,6 +27,10 @@ from _generators import BENCH_DIR
 SERVER_SCRIPT = BENCH_DIR / "servers.py"
 READY_TIMEOUT = 20.0  # seconds for a server to import, bind and announce its port
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+# Under valgrind a server runs tens of times slower: its start and its exit
+# (when callgrind writes its profile) get these limits instead.
+SLOW_READY_TIMEOUT = 180.0
+SLOW_STOP_GRACE = 60.0
 READY_LINE = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 
 
@@ -76,12 +80,12 @@ def memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, then SIGKILL; always reaps the process."""
+def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """SIGTERM, wait ``grace`` seconds, then SIGKILL; always reaps the process."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(STOP_GRACE)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -89,15 +93,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.stdout.close()
 
 
-def wait_ready(proc: subprocess.Popen[bytes], log: Path) -> int:
+def wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = READY_TIMEOUT) -> int:
     """Read the server's ``listening on`` line; return its port."""
     assert proc.stdout is not None
-    deadline = time.monotonic() + READY_TIMEOUT
+    deadline = time.monotonic() + timeout
     line = b""
     while not line.endswith(b"\n"):
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
-            raise BenchError(f"server did not start within {READY_TIMEOUT:.0f}s: {tail(log)}")
+            raise BenchError(f"server did not start within {timeout:.0f}s: {tail(log)}")
         chunk = os.read(proc.stdout.fileno(), 4096)
         if not chunk:
             raise BenchError(f"server exited with {proc.wait()}: {tail(log)}")
@@ -119,19 +123,32 @@ def tail(log: Path, lines: int = 3) -> str:
 
 @contextlib.contextmanager
 def server(
-    kind: str, tls_args: list[str], pinning: Pinning, log: Path
+    kind: str,
+    tls_args: list[str],
+    pinning: Pinning,
+    log: Path,
+    *,
+    wrapper: Sequence[str] = (),
+    slow: bool = False,
 ) -> Iterator[tuple[int, int]]:
-    """Run ``servers.py kind`` pinned to the server CPU; yield (pid, port); stop it on exit."""
-    command = [sys.executable, str(SERVER_SCRIPT), kind, "--port", "0", *tls_args]
+    """Run ``servers.py kind`` pinned to the server CPU; yield (pid, port); stop it on exit.
+
+    ``wrapper`` goes before the command (``valgrind ...``: it must keep the
+    process's id); ``slow`` gives it :data:`SLOW_READY_TIMEOUT` and
+    :data:`SLOW_STOP_GRACE`.
+    """
+    command = [*wrapper, sys.executable, str(SERVER_SCRIPT), kind, "--port", "0", *tls_args]
+    # Equal hashes from run to run, so that instruction counts repeat.
+    env = {**os.environ, "PYTHONHASHSEED": "0"} if wrapper else None
     with log.open("wb") as errors:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=env)
     try:
         pin(proc.pid, pinning.server)
-        yield proc.pid, wait_ready(proc, log)
+        yield proc.pid, wait_ready(proc, log, SLOW_READY_TIMEOUT if slow else READY_TIMEOUT)
         if proc.poll() is not None:
             raise BenchError(f"server died during the run (status {proc.returncode}): {tail(log)}")
     finally:
-        stop(proc)
+        stop(proc, SLOW_STOP_GRACE if slow else STOP_GRACE)
 
 
 @dataclasses.dataclass(frozen=True)

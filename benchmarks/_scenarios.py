@@ -15,6 +15,10 @@ import dataclasses
 HOLD_SECONDS = 1.0
 # The load generators' limit for opening connections (their -t option).
 SETUP_TIMEOUT = 20.0
+# Seconds one counted run under callgrind may take; also its load generator's -d.
+CALLGRIND_LIMIT = 240.0
+# About how long a callgrind measurement takes (the server starts and stops slowly).
+CALLGRIND_TYPICAL = 45.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +97,9 @@ class Scenario:
         mode: The load generator's mode (for ``redis-benchmark``: its test name).
         options: The mode's options, as on the load generator's command line.
         metrics: The figures compared; the first is the main one.
-        client: ``loadgen`` (the C load generator, or pyload in its place) or
-            ``redis-benchmark``.
+        client: ``loadgen`` (the C load generator, or pyload in its place),
+            ``redis-benchmark``, or ``callgrind`` (the C load generator, the
+            server under callgrind, run once whatever ``--repeat`` says).
         tls: Whether the load generator speaks TLS.
     """
 
@@ -132,9 +137,19 @@ class Scenario:
 
     def time_limit(self, duration: float, warmup: float) -> float:
         """Seconds after which the load generator is killed: its own limits plus slack."""
+        if self.client == "callgrind":
+            return 2 * CALLGRIND_LIMIT
         if self.client == "redis-benchmark":  # a warm-up run, then the measured one
             return SETUP_TIMEOUT + 4 * (warmup + duration) + 15.0
         return SETUP_TIMEOUT + warmup + self.seconds(duration) + 15.0
+
+    def typical_s(self, duration: float, warmup: float) -> float:
+        """About how long one measurement takes, server start and stop included."""
+        if self.client == "callgrind":
+            return CALLGRIND_TYPICAL
+        if self.client == "redis-benchmark":
+            return 2 * (warmup + duration) + 1.5
+        return warmup + self.seconds(duration) + 1.2
 
 
 def echo(name: str, title: str, mode: str, *options: str, metrics: tuple[Metric, ...]) -> Scenario:
@@ -189,6 +204,13 @@ SCENARIOS = (
     redis("ping_inline", 16),
     redis("ping_mbulk", 1),
     redis("ping_mbulk", 16),
+    # Instructions per operation under callgrind: steadier than any rate, user space only.
+    Scenario("connect_20_ir", "connect-echo-close, 20 in flight: instructions (callgrind)",
+             ECHO, "connect", ("-c", "20", "-s", "64"),
+             (Metric("ir_per_op", "Ir/conn", higher_is_better=False),), client="callgrind"),
+    Scenario("pingpong_50_ir", "ping-pong 64 B, 50 conns: instructions (callgrind)",
+             ECHO, "pingpong", ("-c", "50", "-s", "64"),
+             (Metric("ir_per_op", "Ir/rt", higher_is_better=False),), client="callgrind"),
     # 10 members that read, 1 that never does; 8 lines of 32 bytes in flight per sender.
     Scenario("fanout", "chat fan-out, 10 members + 1 stuck", CHAT, "fanout",
              ("-c", "10", "--stuck", "1", "-s", "32", "--depth", "8", "--rcvbuf", "4096"),

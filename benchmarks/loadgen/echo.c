@@ -18,7 +18,7 @@ static conn_t *conns;
 static char *payload;
 static char rbuf[READ_SIZE];
 static int n_open, n_failed, n_inflight, next_to_open;
-static uint64_t ops, bytes_in, errors, closed_by_server;
+static uint64_t ops, bytes_in, errors, closed_by_server, started;
 static samples_t latency;
 
 static void make_conns(int n) {
@@ -32,13 +32,23 @@ static void make_conns(int n) {
 }
 
 static void measuring(void) {
+    if (opt.count) return; /* counted from the first operation: there is no warm-up */
     ops = bytes_in = errors = 0;
     samples_clear(&latency);
 }
 
+/* With --count, whether another operation may start (the first COUNT may). */
+static int may_start(void) {
+    if (!opt.count) return 1;
+    if (started >= (uint64_t)opt.count) return 0;
+    started++;
+    return 1;
+}
+
 static void count_op(conn_t *c) {
-    if (phase != MEASURE) return;
+    if (phase != MEASURE && !opt.count) return;
     ops++;
+    finished_ops++;
     samples_add(&latency, now_ns() - c->t0);
 }
 
@@ -62,6 +72,7 @@ static int take_echo(conn_t *c, const char *data, size_t len, size_t size) {
 /* -- pingpong -------------------------------------------------------------------------- */
 
 static void ping(conn_t *c) {
+    if (!may_start()) return; /* --count reached: this connection falls idle */
     c->t0 = now_ns();
     c->got = 0;
     if (net_send(c, payload, (size_t)opt.size) < 0) fail("%s", net_error());
@@ -163,6 +174,7 @@ const workload_t wl_stream = {
 static char *restart;
 
 static void cycle(conn_t *c) {
+    if (!may_start()) return;
     c->t0 = now_ns();
     c->got = 0;
     net_connect(c, 0);
@@ -178,6 +190,7 @@ static void connect_start(void) {
 static void connect_failed(conn_t *c, const char *why) {
     (void)why;
     errors++;
+    finished_ops++;
     restart[c->id] = 1;
     tick_soon = 1;
 }

@@ -35,6 +35,7 @@ typedef struct {
     int rcvbuf;         /* fanout: SO_RCVBUF of the stuck members */
     const char *cafile; /* TLS: verify the server against this CA */
     pid_t server_pid;   /* measure this process's CPU time while measuring */
+    long long count;    /* pingpong, connect: start exactly this many operations, then end */
 } options_t;
 
 extern options_t opt;
@@ -106,6 +107,7 @@ extern int epoll_fd;
 void json_int(const char *key, long long value);
 void json_num(const char *key, double value);
 extern double measured_s; /* length of the measurement, known when `report` runs */
+extern uint64_t finished_ops; /* with --count: operations done (or failed) so far */
 
 /* stats.c */
 typedef struct { uint64_t *v; size_t n, cap; int sorted; } samples_t;

@@ -51,6 +51,7 @@ enum phase phase = SETUP;
 const workload_t *wl;
 int tick_soon;
 double measured_s;
+uint64_t finished_ops;
 
 static const workload_t *const workloads[] = {&wl_pingpong, &wl_stream,   &wl_connect,
                                               &wl_hold,     &wl_pipeline, &wl_fanout};
@@ -97,7 +98,9 @@ static void usage(FILE *to) {
           "      --stuck N          fanout: members that never read [1]\n"
           "      --rcvbuf BYTES     fanout: SO_RCVBUF of those members [4096]\n"
           "      --tls CAFILE       speak TLS, verifying the server against CAFILE\n"
-          "      --server-pid PID   report that process's CPU time while measuring\n",
+          "      --server-pid PID   report that process's CPU time while measuring\n"
+          "  -n, --count N          pingpong, connect: measure exactly N operations (no\n"
+          "                         warm-up; -d bounds the time), e.g. under a profiler\n",
           to);
 }
 
@@ -125,11 +128,12 @@ static void parse(int argc, char **argv) {
         {"rcvbuf", required_argument, 0, RCVBUF},
         {"tls", required_argument, 0, TLS},
         {"server-pid", required_argument, 0, SERVER_PID},
+        {"count", required_argument, 0, 'n'},
         {"help", no_argument, 0, HELP},
         {0, 0, 0, 0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, "p:c:s:d:w:t:h", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:c:s:d:w:t:n:h", longs, NULL)) != -1) {
         switch (c) {
         case 'p': opt.port = (int)number(optarg, "port", 1); break;
         case 'c': opt.conns = (int)number(optarg, "conns", 1); break;
@@ -144,6 +148,7 @@ static void parse(int argc, char **argv) {
         case RCVBUF: opt.rcvbuf = (int)number(optarg, "rcvbuf", 0); break;
         case TLS: opt.cafile = optarg; break;
         case SERVER_PID: opt.server_pid = (pid_t)number(optarg, "server pid", 1); break;
+        case 'n': opt.count = (long long)number(optarg, "count", 1); break;
         case 'h':
         case HELP: usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -159,6 +164,9 @@ static void parse(int argc, char **argv) {
     if (!wl) fail("unknown mode %s", opt.mode);
     if (opt.port <= 0 || opt.port > 65535) fail("-p PORT (1-65535) is required");
     if (opt.size > 16 * 1024 * 1024) fail("size above 16 MiB");
+    if (opt.count && strcmp(opt.mode, "pingpong") != 0 && strcmp(opt.mode, "connect") != 0)
+        fail("--count is for pingpong and connect");
+    if (opt.count) opt.warmup = 0; /* every operation started is measured */
 }
 
 /* Room for every connection, with some to spare for the epoll set and stdio. */
@@ -212,7 +220,8 @@ int main(int argc, char **argv) {
             t_measure = now_ns();
             deadline = t_measure + (uint64_t)(opt.duration * 1e9);
         }
-        if (phase == MEASURE && t >= deadline) {
+        int counted = opt.count && finished_ops >= (uint64_t)opt.count;
+        if (phase == MEASURE && (t >= deadline || counted)) {
             t_end = now_ns();
             server_cpu1 = process_cpu_s(opt.server_pid);
             cpu = self_cpu_s() - cpu0;
