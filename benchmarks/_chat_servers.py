@@ -10,6 +10,8 @@
   per-connection outbox: ``caller.send_nowait`` queues without waiting. What
   happens when an outbox is full is the library's policy; a member whose
   ``send_nowait`` fails is dropped here.
+* ``trio_tcp_chat_group``: the same with ``trio_tcp.Group``, which sends
+  through every member's outbox and forgets members that have closed.
 * ``trio_tcp_chat_naive``: trio_tcp awaiting ``caller.write_bytes`` for every
   member, inside the sender's ``on_bytes``. One member that never reads stalls
   every sender once its socket buffers are full: this server shows the problem
@@ -17,6 +19,8 @@
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import trio
 from _serving import RECEIVE_SIZE
@@ -148,6 +152,30 @@ class OutboxMember(ChatMember):
         for member in stuck:
             self.members.discard(member)
             await member.aclose()
+
+
+class GroupRoom(trio_tcp.Service):
+    """A room that is a ``trio_tcp.Group``: members join on connect and leave on close."""
+
+    def __init__(self) -> None:
+        self.group = trio_tcp.Group()  # type: ignore[attr-defined,unused-ignore]
+
+    def on_connect(self, caller: trio_tcp.Caller) -> trio_tcp.ConnectionService:
+        self.group.add(caller)
+        return GroupMember(self.group, caller)
+
+
+class GroupMember(trio_tcp.ConnectionService):
+    """Relays each line to the rest of the group, framed by each member's framing."""
+
+    framing = Delimited(b"\n")
+
+    def __init__(self, group: Any, caller: trio_tcp.Caller) -> None:
+        self.group = group
+        self.caller = caller
+
+    def on_bytes(self, line: bytes) -> None:
+        self.group.send_message_nowait(line, exclude=self.caller)
 
 
 class NaiveMember(ChatMember):

@@ -50,7 +50,10 @@ ECHO = Family(
 TLS = Family(("trio_tcp_tls", "trio_raw_tls"), "trio_raw_tls")
 LINES = Family(("trio_tcp_lines", "trio_raw_lines"), "trio_raw_lines")
 REDIS = Family(("trio_tcp_redis", "trio_raw_redis"), "trio_raw_redis")
-CHAT = Family(("trio_tcp_chat", "trio_tcp_chat_naive", "trio_raw_chat"), "trio_raw_chat")
+CHAT = Family(
+    ("trio_tcp_chat", "trio_tcp_chat_group", "trio_tcp_chat_naive", "trio_raw_chat"),
+    "trio_raw_chat",
+)
 FAMILIES = (ECHO, TLS, LINES, REDIS, CHAT)
 ALL_SERVERS = tuple(name for family in FAMILIES for name in family.servers)
 

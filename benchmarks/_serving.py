@@ -40,8 +40,22 @@ async def wait_for_signal() -> None:
 
 
 def listener_accepts(keyword: str) -> bool:
-    """Whether ``trio_tcp.Listener`` takes the keyword argument ``keyword``."""
-    return keyword in inspect.signature(trio_tcp.Listener).parameters
+    """Whether ``trio_tcp.Listener`` takes the keyword argument ``keyword`` (as a timeout).
+
+    The signature tells, unless the options arrive as ``**options``: then a
+    listener is made with the keyword set to 60 (which binds nothing).
+    """
+    parameters = inspect.signature(trio_tcp.Listener).parameters
+    if keyword in parameters:
+        return True
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return False
+    setting: dict[str, Any] = {keyword: 60.0}
+    try:
+        trio_tcp.Listener(0, **setting)
+    except TypeError:
+        return False
+    return True
 
 
 def has_serve_listeners() -> bool:
@@ -52,6 +66,11 @@ def has_serve_listeners() -> bool:
 def has_send_nowait() -> bool:
     """Whether a caller can queue bytes without waiting (the bounded outbox)."""
     return callable(getattr(trio_tcp.Caller, "send_nowait", None))
+
+
+def has_group() -> bool:
+    """Whether trio_tcp has ``Group`` (sending to many callers through their outboxes)."""
+    return isinstance(getattr(trio_tcp, "Group", None), type)
 
 
 # -- serving a trio_tcp listener -----------------------------------------------------------

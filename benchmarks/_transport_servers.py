@@ -42,28 +42,29 @@ class StdlibAcceptListener(trio.abc.Listener[trio.abc.Stream]):
     """Accepts the way trio_tcp's own loop does, and wraps each connection with ``wrap``.
 
     The non-blocking ``accept()`` is tried first; the task waits for
-    readiness only when no connection is queued.
+    readiness only when no connection is queued. ``socket`` is public, as on
+    ``trio.SocketListener``: it is where a listener's port is read from.
     """
 
     def __init__(self, sock: socket.socket, wrap: Wrap) -> None:
-        self._sock = sock
+        self.socket = sock
         self._wrap = wrap
 
     async def accept(self) -> trio.abc.Stream:
         while True:
             try:
-                connection, _ = self._sock.accept()
+                connection, _ = self.socket.accept()
             except BlockingIOError:
                 pass  # wait below, outside the handler (it would pin the exception)
             else:
                 await checkpoint()
                 return self._wrap(connection)
-            await wait_readable(self._sock)
+            await wait_readable(self.socket)
 
     async def aclose(self) -> None:
-        if self._sock.fileno() != -1:
-            notify_closing(self._sock)
-            self._sock.close()
+        if self.socket.fileno() != -1:
+            notify_closing(self.socket)
+            self.socket.close()
         await checkpoint()
 
 
@@ -81,7 +82,9 @@ def trio_socket_stream(sock: socket.socket) -> trio.abc.Stream:
 def unwrap(listener: trio.SocketListener) -> socket.socket:
     """The stdlib socket inside a trio listener (which is left detached)."""
     sock = listener.socket
-    return socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    plain = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    plain.setblocking(False)  # as trio had it; the accept loops rely on it
+    return plain
 
 
 def own_listener(sock: socket.socket, wrap: Wrap) -> trio.abc.Listener[trio.abc.Stream]:

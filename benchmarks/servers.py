@@ -24,8 +24,8 @@ Echo servers (the plain scenarios; ``_echo_servers.py``, ``_transport_servers.py
 Line servers (``_line_servers.py``): ``trio_tcp_lines`` and ``trio_raw_lines``
 answer ``PING\\n`` with ``PONG\\n``; ``trio_tcp_redis`` and ``trio_raw_redis``
 answer Redis PING. Chat servers (``_chat_servers.py``): ``trio_raw_chat``,
-``trio_tcp_chat`` and ``trio_tcp_chat_naive`` relay every line to every other
-member.
+``trio_tcp_chat``, ``trio_tcp_chat_group`` and ``trio_tcp_chat_naive`` relay
+every line to every other member.
 
 Some kinds need a trio_tcp feature that an older version lacks; they exit with
 status 3 and say which (``--list`` shows it without starting anything).
@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from _chat_servers import NaiveMember, OutboxMember, RawRoom, Room
+from _chat_servers import GroupRoom, NaiveMember, OutboxMember, RawRoom, Room
 from _echo_servers import (
     CallerEcho,
     EchoServer,
@@ -55,7 +55,13 @@ from _echo_servers import (
     serve_raw,
 )
 from _line_servers import LineServer, RedisServer, raw_lines, raw_redis
-from _serving import has_send_nowait, has_serve_listeners, listener_accepts, serve_trio_tcp
+from _serving import (
+    has_group,
+    has_send_nowait,
+    has_serve_listeners,
+    listener_accepts,
+    serve_trio_tcp,
+)
 
 import trio_tcp
 
@@ -105,6 +111,11 @@ def needs_transport() -> str | None:
     except ImportError as exc:
         return f"cannot import trio_tcp's transport internals ({exc})"
     return None
+
+
+def needs_group() -> str | None:
+    """A requirement: ``trio_tcp.Group``."""
+    return None if has_group() else "needs trio_tcp.Group"
 
 
 def needs_send_nowait() -> str | None:
@@ -182,6 +193,7 @@ KINDS = {
         raw_kind("trio_raw_redis", lambda: raw_redis),
         raw_kind("trio_raw_chat", lambda: RawRoom().handler),
         trio_tcp_kind("trio_tcp_chat", lambda: Room(OutboxMember), needs=needs_send_nowait),
+        trio_tcp_kind("trio_tcp_chat_group", GroupRoom, needs=needs_group),
         trio_tcp_kind("trio_tcp_chat_naive", lambda: Room(NaiveMember)),
     )
 }
