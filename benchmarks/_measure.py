@@ -136,7 +136,7 @@ def measure_hold(pid: int, argv: list[str], pinning: Pinning, limit: float) -> d
     return result
 
 
-def redis_result(done: Finished) -> dict[str, object]:
+def redis_result(done: Finished) -> dict[str, float]:
     """The figures of a ``redis-benchmark --csv`` run of one test."""
     text = done.out.decode(errors="replace")
     rows = [row for row in csv.reader(io.StringIO(text)) if row and row[0].startswith("PING")]
@@ -145,8 +145,8 @@ def redis_result(done: Finished) -> dict[str, object]:
         raise BenchError(f"redis-benchmark failed (status {done.status}): {detail}")
     _, rps, mean, _minimum, p50, p95, p99, maximum = rows[0][:8]
     us = {"mean_us": mean, "p50_us": p50, "p95_us": p95, "p99_us": p99, "max_us": maximum}
-    result: dict[str, object] = {"per_s": float(rps)}
-    result.update({key: round(float(ms) * 1000, 1) for key, ms in us.items()})
+    result = {key: round(float(ms) * 1000, 1) for key, ms in us.items()}
+    result["per_s"] = float(rps)
     return result
 
 
@@ -159,20 +159,19 @@ def measure_redis(
     limit = scenario.time_limit(context.duration, context.warmup)
     warm_n = max(REDIS_MIN_REQUESTS, round(REDIS_WARMUP_RATE * context.warmup))
     warm = redis_result(run_process([*base, "-n", str(warm_n)], context.pinning, limit))
-    per_s = warm["per_s"]
-    assert isinstance(per_s, float)
-    requests = max(REDIS_MIN_REQUESTS, round(per_s * context.duration))
+    requests = max(REDIS_MIN_REQUESTS, round(warm["per_s"] * context.duration))
     cpu_before = process_cpu_s(pid)
     done = run_process([*base, "-n", str(requests)], context.pinning, limit)
     cpu_after = process_cpu_s(pid)
-    result = redis_result(done)
-    result.update(
-        generator="redis-benchmark",
-        requests=requests,
-        warmup_requests=warm_n,
-        measured_s=round(requests / float(result["per_s"] or 1), 4),  # type: ignore[arg-type]
-        client_cpu=round(done.cpu_s / done.elapsed_s, 3),
-    )
+    figures = redis_result(done)
+    result: dict[str, object] = {
+        **figures,
+        "generator": "redis-benchmark",
+        "requests": requests,
+        "warmup_requests": warm_n,
+        "measured_s": round(requests / (figures["per_s"] or 1.0), 4),
+        "client_cpu": round(done.cpu_s / done.elapsed_s, 3),
+    }
     if cpu_before is not None and cpu_after is not None:
         result["server_cpu_s"] = round(cpu_after - cpu_before, 6)
     return result

@@ -84,17 +84,17 @@ class Options:
         return self.cert, self.key
 
 
+def ready() -> None:
+    """No requirement: the kind runs with any trio_tcp."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Kind:
     """A server: how to run it, and what it needs that this trio_tcp may lack."""
 
     name: str
     run: Callable[[Options], None]
-    needs: Callable[[], str | None] = lambda: None  # why it cannot run here, or None
-
-
-def ready() -> None:
-    """No requirement."""
+    needs: Callable[[], str | None] = ready  # why it cannot run here, or None
 
 
 def needs_keyword(keyword: str) -> Callable[[], str | None]:
