@@ -81,6 +81,7 @@ static void format_line(char *to, char type, int sender, uint32_t seq, uint64_t 
 }
 
 static member_t *member(conn_t *c) { return &members[c->id - n_stuck]; }
+static void drop_healthy(conn_t *c);
 
 static void send_lines(int h, char type, int count) {
     conn_t *c = &conns[n_stuck + h];
@@ -91,7 +92,8 @@ static void send_lines(int h, char type, int count) {
         format_line(wbuf + (size_t)i * (size_t)opt.size, type, h, seq, t);
     }
     if (type == 'M' && phase == MEASURE) sent += (uint64_t)count;
-    if (net_send(c, wbuf, (size_t)count * (size_t)opt.size) < 0) fail("%s", net_error());
+    /* A server may drop a healthy member too: that is counted, not fatal. */
+    if (net_send(c, wbuf, (size_t)count * (size_t)opt.size) < 0) drop_healthy(c);
 }
 
 /* Lines of sender h that some live healthy member has not received yet. */
