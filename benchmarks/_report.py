@@ -52,6 +52,7 @@ class Row:
     p50_us: float | None = None
     p90_us: float | None = None
     p99_us: float | None = None
+    server_cpu: float | None = None
     client_cpu: float | None = None
 
     @property
@@ -109,13 +110,14 @@ def make_row(scenario: Scenario, metric: Metric, server: str, runs: list[Run]) -
         p50_us=median_of(ok, "p50_us") if latency else None,
         p90_us=median_of(ok, "p90_us") if latency else None,
         p99_us=median_of(ok, "p99_us") if latency else None,
+        server_cpu=median_of(ok, "server_cpu"),
         client_cpu=max(cpus) if cpus else None,
     )
 
 
 HEADER = [
     "scenario", "server", "median", "unit", "vs trio", "vs anyio",
-    "p50 µs", "p90 µs", "p99 µs", "load CPU", "runs",
+    "p50 µs", "p90 µs", "p99 µs", "srv CPU", "load CPU", "runs",
 ]  # fmt: skip
 LEFT = {0, 1, 3}  # text columns; the others are numbers, aligned right
 
@@ -135,7 +137,8 @@ def cells(row: Row) -> list[str]:
     )
     ratios = [num(row.vs_trio, ".2f"), num(row.vs_anyio, ".2f")]
     latency = [num(row.p50_us, ",.0f"), num(row.p90_us, ",.0f"), num(row.p99_us, ",.0f")]
-    return [row.label, row.server, median, row.metric.unit, *ratios, *latency, cpu, runs]
+    server = num(row.server_cpu, ".2f")
+    return [row.label, row.server, median, row.metric.unit, *ratios, *latency, server, cpu, runs]
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -202,6 +205,7 @@ def write_json(
             "p50_us": r.p50_us,
             "p90_us": r.p90_us,
             "p99_us": r.p99_us,
+            "server_cpu": r.server_cpu,
             "max_client_cpu": r.client_cpu,
             "values": r.values,
             "errors": r.errors,

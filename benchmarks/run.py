@@ -272,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     print("vs trio: median / median of the raw Trio server of the same protocol;", end=" ")
     print("vs anyio: / median of anyio on Trio (echo scenarios)")
     print("KiB/conn and CPU s/10k (server CPU seconds per 10,000 connections): lower is better")
+    print("srv CPU: the server's CPU use while measured (1.00 = its whole core; less under a")
+    print("throughput load means it waited: for the client, or for a CPU other processes held)")
     print("load CPU: the load generator's own CPU use (1.00 = a full core); * = may have saturated")
     for line in skipped:
         print(f"not measured: {line}")
