@@ -180,8 +180,8 @@ def bench(session: nox.Session) -> None:
     """Run the benchmark suite (not a default session; see docs/performance.md).
 
     Without arguments it measures everything and refreshes docs/performance.json
-    and docs/performance.png; ``nox -s bench -- --duration 0.5 --repeat 1``
-    passes the arguments to benchmarks/run.py instead.
+    and docs/performance.png; ``nox -s bench -- --quick`` (a smoke run) passes
+    the arguments to benchmarks/run.py instead. See benchmarks/README.md.
     """
     session.install("-e", ".[bench]")
     args = session.posargs or [
