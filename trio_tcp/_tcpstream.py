@@ -14,8 +14,9 @@ from the OS error — and implements it directly on a non-blocking stdlib socket
 with trio's public low-level I/O (``wait_readable``, ``wait_writable``,
 ``notify_closing``):
 
-* try the system call first; if it succeeds, yield once
-  (``cancel_shielded_checkpoint``) so a busy connection cannot starve others;
+* try the system call first; if it succeeds, or fails, yield once
+  (``cancel_shielded_checkpoint``) so a busy or dead connection cannot
+  starve others;
 * if it would block, wait for readiness (itself a checkpoint) and retry.
 
 It is the transport under :class:`trio.SSLStream` too, so TLS gets the same
@@ -179,6 +180,11 @@ class TCPStream(trio.abc.HalfCloseableStream):
                 # Wait outside the except block: a suspended handler would
                 # keep the exception and its traceback alive while we wait.
                 pass
+            except OSError as exc:
+                # Failing at once is a checkpoint too: a loop over a dead
+                # connection must not starve the other tasks.
+                await cancel_shielded_checkpoint()
+                raise _broken(exc) from exc
             else:
                 await cancel_shielded_checkpoint()
                 return data
@@ -219,6 +225,9 @@ class TCPStream(trio.abc.HalfCloseableStream):
                 sent = sock.send(data)
             except BlockingIOError:
                 sent = 0
+            except OSError as exc:
+                await cancel_shielded_checkpoint()  # failing at once is a checkpoint too
+                raise _broken(exc) from exc
             if sent == len(data):
                 await cancel_shielded_checkpoint()
                 return
