@@ -54,16 +54,26 @@ def _fill(sock: socket.socket) -> int:
             return sent
 
 
-async def clog(*streams: TCPStream) -> None:
+async def clog(*streams: TCPStream) -> list[int]:
     """Write on each stream until its ``send`` would block, and stays blocked.
 
     The first refusal is not final: the kernel moves queued data on to the
-    peer a moment later, which frees room again. So fill, let it settle,
-    and fill again until nothing more fits.
+    peer and frees room as acknowledgements come back. So fill, let it
+    settle, and fill again until nothing more fits. Both directions of a
+    pair clogged together stay so; one direction alone may take a couple
+    of KiB more once the peer's delayed acknowledgement comes (~40 ms):
+    still full for any large send, but not to the byte.
+
+    Returns:
+        How many bytes were written on each stream.
     """
-    # The kernel has no event for "settled": poll.
-    while sum(_fill(stream.socket) for stream in streams):  # noqa: ASYNC110
-        await trio.sleep(0.005)
+    totals = [0] * len(streams)
+    while True:
+        sent = [_fill(stream.socket) for stream in streams]
+        totals = [total + more for total, more in zip(totals, sent, strict=True)]
+        if not any(sent):
+            return totals
+        await trio.sleep(0.005)  # the kernel has no event for "settled"
 
 
 async def clogged_stream_pair() -> tuple[TCPStream, TCPStream]:
