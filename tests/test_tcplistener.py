@@ -312,6 +312,18 @@ async def test_a_peer_that_reset_before_accept_is_still_known_by_its_address() -
 
 
 @pytest.mark.trio
+async def test_a_real_socket_closed_underfoot_is_a_closed_listener() -> None:
+    with trio.fail_after(5):
+        listener = TCPListener(_listening())
+        listener.socket.close()  # the socket, not the listener
+        with trio.testing.assert_checkpoints(), pytest.raises(trio.ClosedResourceError):
+            await listener.accept()
+        with pytest.raises(trio.ClosedResourceError):
+            listener.accept_nowait()
+        await listener.aclose()
+
+
+@pytest.mark.trio
 async def test_accept_nowait_takes_what_the_kernel_has_completed() -> None:
     with trio.fail_after(5):
         listener = TCPListener(_listening())

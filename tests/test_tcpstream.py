@@ -179,6 +179,27 @@ async def test_a_closed_stream_refuses_every_operation(how: str) -> None:
 
 
 @pytest.mark.trio
+async def test_a_socket_closed_underfoot_is_a_closed_stream() -> None:
+    # Someone closed the socket itself, not the stream: every operation still
+    # says "closed", never a ValueError about a negative file descriptor.
+    with trio.fail_after(5):
+        left, right = await _stream_pair()
+        left.socket.close()
+        for operation in (
+            lambda: left.receive_some(10),
+            lambda: left.send_all(b"x"),
+            left.wait_send_all_might_not_block,
+            left.send_eof,
+        ):
+            with trio.testing.assert_checkpoints(), pytest.raises(trio.ClosedResourceError):
+                await operation()
+        assert left.pending_input() == 0
+        assert left.unacked_output() is None
+        await left.aclose()
+        await right.aclose()
+
+
+@pytest.mark.trio
 async def test_close_now_wakes_a_blocked_reader_and_a_blocked_writer() -> None:
     with trio.fail_after(5):
         # Only left -> right is full: `left` has no room to write and nothing to read.

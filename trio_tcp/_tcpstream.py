@@ -94,7 +94,7 @@ def unacked_bytes(fileno: int) -> int | None:
         return None
     try:
         raw = fcntl.ioctl(fileno, _OUTQ, b"\0\0\0\0")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: -1, a socket closed under us
         return None
     count: int = struct.unpack("i", raw)[0]
     return count
@@ -104,7 +104,7 @@ def pending_bytes(fileno: int) -> int:
     """Bytes waiting in the kernel's receive queue of a socket (``FIONREAD``); 0 if unknown."""
     try:
         raw = fcntl.ioctl(fileno, termios.FIONREAD, b"\0\0\0\0")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: -1, a socket closed under us
         return 0
     count: int = struct.unpack("i", raw)[0]
     return count
@@ -253,7 +253,9 @@ class TCPStream(trio.abc.HalfCloseableStream):
         """Wait until the socket can take more data."""
         if self._sending:
             raise trio.BusyResourceError("another task is currently sending on this stream")
-        if self._closed:
+        # The one operation that waits before it calls into the socket, so it
+        # must notice a socket closed under us (fileno -1) itself.
+        if self._closed or self.socket.fileno() == -1:
             await checkpoint()
             raise trio.ClosedResourceError("this stream was already closed")
         self._sending = True
