@@ -9,16 +9,18 @@ another task, the kernel counters, and the sockets it accepts.
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from _sockets import clog, clogged_stream_pair, reset_now, stream_pair, tcp_pair
 
-from trio_tcp._tcpstream import TCPStream, prepare_socket
+from trio_tcp._tcpstream import TCPStream, from_trio_socket, prepare_socket
 
 #: ``unacked_output`` needs SIOCOUTQ.
 needs_outq = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIOCOUTQ is Linux's")
@@ -284,6 +286,38 @@ def test_prepare_socket_sets_non_blocking_and_no_delay() -> None:
         prepare_socket(left)
         assert left.gettimeout() == 0.0
         assert left.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+class _RefusesNoDelay(socket.socket):
+    """A TCP socket whose kernel, say, will not turn Nagle off."""
+
+    def setsockopt(self, level: int, option: int, value: Any, *rest: Any) -> None:
+        if option == socket.TCP_NODELAY:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+        super().setsockopt(level, option, value, *rest)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no TCP_NOTSENT_LOWAT")
+def test_prepare_socket_sets_each_option_on_its_own() -> None:
+    left, right = tcp_pair()
+    with left, right, _RefusesNoDelay(fileno=left.detach()) as refusing:
+        prepare_socket(refusing)
+        assert refusing.gettimeout() == 0.0
+        assert not refusing.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        # The refusal did not cost the option after it.
+        assert refusing.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == 2**14
+
+
+def test_from_trio_socket_takes_the_stdlib_socket_out() -> None:
+    left, right = tcp_pair()
+    with right:
+        trio_socket = trio.socket.from_stdlib_socket(left)
+        fileno = trio_socket.fileno()
+        with from_trio_socket(trio_socket) as taken:
+            assert isinstance(taken, socket.socket)
+            assert taken.fileno() == fileno
+            assert (taken.family, taken.type) == (socket.AF_INET, socket.SOCK_STREAM)
+            assert trio_socket.fileno() == -1  # detached: closing it cannot close ours
 
 
 @pytest.mark.trio
