@@ -7,6 +7,8 @@ never buffered) and over garbage (always a ``FramingError``, never another
 exception). Then end to end over loopback: a raw trio client plays the load
 balancer in front of a ``Listener(0, local_host="127.0.0.1", proxy_protocol=True)``,
 in plain TCP and TLS; and two listeners share one port with ``reuse_port``.
+(``TransportView``, which hands out the bytes read ahead, is tested in
+``test_streams.py``.)
 """
 
 from __future__ import annotations
@@ -20,14 +22,12 @@ import ssl
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-import trustme
+from _certs import PemFiles
 from _loopback import eventually, port_of, receive_exactly
 from hypothesis import given
 from hypothesis import strategies as st
@@ -347,64 +347,12 @@ def test_tlvs_up_to_the_spec_limit_are_skipped_without_buffering(
     pytest.fail("the header was never complete")
 
 
-# -- TransportView: read-ahead bytes come first -----------------------------------------
-
-
-@pytest.mark.trio
-async def test_prefixed_stream_returns_the_prefix_first_then_reads_on() -> None:
-    with trio.fail_after(5):
-        left, right = trio.testing.memory_stream_pair()
-        stream = TransportView(right, b"abcdef")
-        await left.send_all(b"ghi")
-        assert await stream.receive_some(4) == b"abcd"
-        assert await stream.receive_some() == b"ef"
-        assert await stream.receive_some(10) == b"ghi"
-        await stream.send_all(b"back")
-        assert await left.receive_some() == b"back"
-        await stream.wait_send_all_might_not_block()
-        with pytest.raises(ValueError, match="max_bytes"):
-            await TransportView(right, b"x").receive_some(0)
-        await stream.aclose()
-        assert await left.receive_some() == b""
-
-
-@pytest.mark.trio
-async def test_a_cancelled_receive_loses_no_prefix() -> None:
-    with trio.fail_after(5):
-        _, right = trio.testing.memory_stream_pair()
-        stream = TransportView(right, b"abc")
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            await stream.receive_some()
-        assert scope.cancelled_caught
-        assert await stream.receive_some() == b"abc"
-
-
 # -- end to end: a raw client plays the load balancer ---------------------------------------
 
 
-@dataclass(frozen=True)
-class Certs:
-    ca: Path
-    server_crt: Path
-    server_key: Path
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    directory = tmp_path_factory.mktemp("proxy-tls")
-    ca = trustme.CA()
-    server = ca.issue_cert("localhost", "127.0.0.1")
-    paths = Certs(directory / "ca.pem", directory / "server.crt", directory / "server.key")
-    paths.ca.write_bytes(ca.cert_pem.bytes())
-    paths.server_crt.write_bytes(server.cert_chain_pems[0].bytes())
-    paths.server_key.write_bytes(server.private_key_pem.bytes())
-    return paths
-
-
-def server_tls(certs: Certs, **options: Any) -> ListenerSecureSocket:
+def server_tls(pem_files: PemFiles, **options: Any) -> ListenerSecureSocket:
     return ListenerSecureSocket(
-        key=CertKey(cert_file=certs.server_crt, key_file=certs.server_key), **options
+        key=CertKey(cert_file=pem_files.server_crt, key_file=pem_files.server_key), **options
     )
 
 
@@ -638,12 +586,12 @@ class _HeaderFirst(trio.abc.Stream):
 @pytest.mark.parametrize("header", HEADERS)
 @pytest.mark.parametrize("together", [True, False], ids=["with-client-hello", "separate"])
 async def test_tls_handshake_follows_the_header(
-    certs: Certs, header: bytes, together: bool, prefixed: list[TransportView]
+    pem_files: PemFiles, header: bytes, together: bool, prefixed: list[TransportView]
 ) -> None:
     with trio.fail_after(5):
         recorder = Recorder()
         async with serving(
-            recorder, secure_socket=server_tls(certs), proxy_protocol=True
+            recorder, secure_socket=server_tls(pem_files), proxy_protocol=True
         ) as listener:
             raw = await trio.open_tcp_stream(LOCAL, port_of(listener))
             transport: trio.abc.Stream = raw
@@ -651,7 +599,7 @@ async def test_tls_handshake_follows_the_header(
                 transport = _HeaderFirst(raw, header)
             else:
                 await raw.send_all(header)
-            context = ssl.create_default_context(cafile=str(certs.ca))
+            context = ssl.create_default_context(cafile=str(pem_files.ca))
             tls = trio.SSLStream(transport, context, server_hostname="localhost")
             async with tls:
                 await tls.do_handshake()
@@ -669,12 +617,12 @@ async def test_tls_handshake_follows_the_header(
 
 @pytest.mark.trio
 async def test_tls_header_timeout_is_the_handshake_timeout(
-    certs: Certs, caplog: pytest.LogCaptureFixture
+    pem_files: PemFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_tcp")
     with trio.fail_after(5):
         recorder = Recorder()
-        tls = server_tls(certs, handshake_timeout=SHORT)
+        tls = server_tls(pem_files, handshake_timeout=SHORT)
         async with serving(recorder, secure_socket=tls, proxy_protocol=True) as listener:
             async with await trio.open_tcp_stream(LOCAL, port_of(listener)) as stream:
                 start = trio.current_time()
@@ -686,14 +634,16 @@ async def test_tls_header_timeout_is_the_handshake_timeout(
 
 
 @pytest.mark.trio
-async def test_tls_client_without_a_header_is_rejected_on_its_client_hello(certs: Certs) -> None:
+async def test_tls_client_without_a_header_is_rejected_on_its_client_hello(
+    pem_files: PemFiles,
+) -> None:
     with trio.fail_after(5):
         recorder = Recorder()
         async with serving(
-            recorder, secure_socket=server_tls(certs), proxy_protocol=True
+            recorder, secure_socket=server_tls(pem_files), proxy_protocol=True
         ) as listener:
             raw = await trio.open_tcp_stream(LOCAL, port_of(listener))
-            context = ssl.create_default_context(cafile=str(certs.ca))
+            context = ssl.create_default_context(cafile=str(pem_files.ca))
             async with trio.SSLStream(raw, context, server_hostname="localhost") as tls:
                 with pytest.raises(trio.BrokenResourceError):
                     await tls.do_handshake()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-import trustme
+from _certs import PemFiles
 from _loopback import eventually
 
 import trio_tcp
@@ -294,16 +294,11 @@ async def test_client_rejects_a_secure_socket_of_the_wrong_type() -> None:
 
 
 @pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, ssl.SSLContext]:
-    ca = trustme.CA()
-    issued = ca.issue_cert(LOCAL)
-    folder = tmp_path_factory.mktemp("races-tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    issued.cert_chain_pems[0].write_to_path(str(cert))
-    issued.private_key_pem.write_to_path(str(key))
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return str(cert), str(key), client
+def tls_files(
+    pem_files: PemFiles, client_context: ssl.SSLContext
+) -> tuple[str, str, ssl.SSLContext]:
+    # The session's shared certificate and a client that trusts it (conftest).
+    return str(pem_files.server_crt), str(pem_files.server_key), client_context
 
 
 @pytest.mark.trio

@@ -1,7 +1,8 @@
 """TLS end to end: real handshakes between a ``Listener`` and a ``Client`` over loopback.
 
-Certificates come from trustme (session-scoped, written to a temporary
-directory); most tests run once per TLS version. Besides the happy paths they cover
+Certificates come from trustme: the session's shared ones (``conftest.py``)
+and a few only these tests need, written to a temporary directory; most
+tests run once per TLS version. Besides the happy paths they cover
 handshake timeouts, garbage and plain clients on a TLS port, ragged EOF, large
 writes, mutual TLS, bad certificates, and version and cipher mismatches.
 """
@@ -25,6 +26,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from _certs import PemFiles
 from _loopback import eventually, port_of, read_until_eof
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -93,11 +95,17 @@ def _p12(leaf: trustme.LeafCert | None, cas: list[trustme.CA]) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+def certs(
+    tmp_path_factory: pytest.TempPathFactory,
+    ca: trustme.CA,
+    server_leaf: trustme.LeafCert,
+    client_leaf: trustme.LeafCert,
+    pem_files: PemFiles,
+) -> Certs:
+    # The shared CA and certificates (conftest), plus what only these tests need.
     directory = tmp_path_factory.mktemp("tls-e2e")
-    ca, other = trustme.CA(), trustme.CA()
-    server = ca.issue_cert("localhost", "127.0.0.1", "::1")
-    client = ca.issue_cert("client.example.org")
+    other = trustme.CA()
+    server, client = server_leaf, client_leaf
     other_server = other.issue_cert("localhost", "127.0.0.1", "::1")
     other_client = other.issue_cert("client.example.org")
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -108,11 +116,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         not_after=now - datetime.timedelta(days=1),
     )
     files: dict[str, bytes] = {
-        "ca": ca.cert_pem.bytes(),
-        "server_crt": server.cert_chain_pems[0].bytes(),
-        "server_key": server.private_key_pem.bytes(),
-        "client_crt": client.cert_chain_pems[0].bytes(),
-        "client_key": client.private_key_pem.bytes(),
         "other_ca": other.cert_pem.bytes(),
         "other_server_crt": other_server.cert_chain_pems[0].bytes(),
         "other_server_key": other_server.private_key_pem.bytes(),
@@ -129,7 +132,15 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     for name, data in files.items():
         paths[name] = directory / name
         paths[name].write_bytes(data)
-    return Certs(dir=directory, **paths)
+    return Certs(
+        dir=directory,
+        ca=pem_files.ca,
+        server_crt=pem_files.server_crt,
+        server_key=pem_files.server_key,
+        client_crt=pem_files.client_crt,
+        client_key=pem_files.client_key,
+        **paths,
+    )
 
 
 @pytest.fixture(params=VERSIONS)

@@ -1,6 +1,7 @@
 """TLS configuration: validation, context building, and what every bad input says.
 
-Certificates come from trustme; PKCS#12 files are written with cryptography.
+Certificates come from trustme (the session's CA and client certificate from
+``conftest.py``); PKCS#12 files are written with cryptography.
 Nothing here opens a socket: the few handshakes run over
 ``trio.testing.memory_stream_pair()`` or OpenSSL memory BIOs.
 """
@@ -25,6 +26,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from _certs import PemFiles
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,7 +54,7 @@ WRONG = "not-the-Pa55word"
 
 
 # ---------------------------------------------------------------------------
-# Fixtures: one CA, certificates and key files for the whole session
+# Fixtures: certificates and key files for the whole session
 # ---------------------------------------------------------------------------
 
 
@@ -99,16 +101,18 @@ def _p12(key: Any, cert: Any, cas: list[Any] | None, password: str | None) -> by
 
 
 @pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def material(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Material:
+def material(
+    ca: trustme.CA,
+    client_leaf: trustme.LeafCert,
+    pem_files: PemFiles,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Material:
+    # The session's CA and client certificate (conftest); a server certificate
+    # of its own, from an intermediate CA, so that chains are exercised.
     d = tmp_path_factory.mktemp("tls")
     intermediate = ca.create_child_ca()
     server = intermediate.issue_cert("localhost", "127.0.0.1")
-    client = ca.issue_cert("client.example.org")
+    client = client_leaf
     key = serialization.load_pem_private_key(server.private_key_pem.bytes(), None)
     certs = [x509.load_pem_x509_certificate(p.bytes()) for p in server.cert_chain_pems]
     client_key = serialization.load_pem_private_key(client.private_key_pem.bytes(), None)
@@ -117,7 +121,6 @@ def material(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Materi
     chain = b"".join(p.bytes() for p in server.cert_chain_pems)
     trad, pkcs8 = serialization.PrivateFormat.TraditionalOpenSSL, serialization.PrivateFormat.PKCS8
     files: dict[str, bytes] = {
-        "ca_pem": ca.cert_pem.bytes(),
         "server_crt": chain,
         "server_leaf": server.cert_chain_pems[0].bytes(),
         "server_key": server.private_key_pem.bytes(),
@@ -132,8 +135,6 @@ def material(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Materi
         "trust_p12": _p12(None, None, [root], PASSWORD),
         "key_only_p12": _p12(key, None, None, PASSWORD),
         "certs_only_p12": _p12(None, None, certs, PASSWORD),
-        "client_crt": client.cert_chain_pems[0].bytes(),
-        "client_key": client.private_key_pem.bytes(),
         "client_p12": _p12(client_key, client_cert, None, PASSWORD),
     }
     paths = {}
@@ -141,7 +142,13 @@ def material(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Materi
         path = d / name
         path.write_bytes(data)
         paths[name] = path
-    return Material(dir=d, **paths)
+    return Material(
+        dir=d,
+        ca_pem=pem_files.ca,
+        client_crt=pem_files.client_crt,
+        client_key=pem_files.client_key,
+        **paths,
+    )
 
 
 @pytest.fixture

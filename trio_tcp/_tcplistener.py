@@ -73,7 +73,13 @@ class TCPListener(trio.abc.Listener[TCPStream]):
         """
         await checkpoint_if_cancelled()
         while True:
-            stream = self._accept()
+            try:
+                stream = self._accept()
+            except (OSError, trio.ClosedResourceError):
+                # Failing is a checkpoint too, as with trio's listener: a serving
+                # loop that retries on EMFILE must not starve the other tasks.
+                await cancel_shielded_checkpoint()
+                raise
             if stream is not None:
                 await cancel_shielded_checkpoint()
                 return stream

@@ -14,8 +14,9 @@ from the OS error — and implements it directly on a non-blocking stdlib socket
 with trio's public low-level I/O (``wait_readable``, ``wait_writable``,
 ``notify_closing``):
 
-* try the system call first; if it succeeds, yield once
-  (``cancel_shielded_checkpoint``) so a busy connection cannot starve others;
+* try the system call first; if it succeeds, or fails, yield once
+  (``cancel_shielded_checkpoint``) so a busy or dead connection cannot
+  starve others;
 * if it would block, wait for readiness (itself a checkpoint) and retry.
 
 It is the transport under :class:`trio.SSLStream` too, so TLS gets the same
@@ -93,7 +94,7 @@ def unacked_bytes(fileno: int) -> int | None:
         return None
     try:
         raw = fcntl.ioctl(fileno, _OUTQ, b"\0\0\0\0")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: -1, a socket closed under us
         return None
     count: int = struct.unpack("i", raw)[0]
     return count
@@ -103,7 +104,7 @@ def pending_bytes(fileno: int) -> int:
     """Bytes waiting in the kernel's receive queue of a socket (``FIONREAD``); 0 if unknown."""
     try:
         raw = fcntl.ioctl(fileno, termios.FIONREAD, b"\0\0\0\0")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: -1, a socket closed under us
         return 0
     count: int = struct.unpack("i", raw)[0]
     return count
@@ -179,6 +180,11 @@ class TCPStream(trio.abc.HalfCloseableStream):
                 # Wait outside the except block: a suspended handler would
                 # keep the exception and its traceback alive while we wait.
                 pass
+            except OSError as exc:
+                # Failing at once is a checkpoint too: a loop over a dead
+                # connection must not starve the other tasks.
+                await cancel_shielded_checkpoint()
+                raise _broken(exc) from exc
             else:
                 await cancel_shielded_checkpoint()
                 return data
@@ -219,6 +225,9 @@ class TCPStream(trio.abc.HalfCloseableStream):
                 sent = sock.send(data)
             except BlockingIOError:
                 sent = 0
+            except OSError as exc:
+                await cancel_shielded_checkpoint()  # failing at once is a checkpoint too
+                raise _broken(exc) from exc
             if sent == len(data):
                 await cancel_shielded_checkpoint()
                 return
@@ -244,7 +253,9 @@ class TCPStream(trio.abc.HalfCloseableStream):
         """Wait until the socket can take more data."""
         if self._sending:
             raise trio.BusyResourceError("another task is currently sending on this stream")
-        if self._closed:
+        # The one operation that waits before it calls into the socket, so it
+        # must notice a socket closed under us (fileno -1) itself.
+        if self._closed or self.socket.fileno() == -1:
             await checkpoint()
             raise trio.ClosedResourceError("this stream was already closed")
         self._sending = True
