@@ -31,13 +31,14 @@ import trio
 from _loopback import receive_exactly
 
 import trio_tcp
-from trio_tcp import _cli, _cli_bench
-from trio_tcp._cli_bench import LatencyRecorder, _text, percentile
-from trio_tcp._cli_options import endpoint, format_bytes, parse_size
+from trio_tcp import _cli
+from trio_tcp._cli import _bench
+from trio_tcp._cli._bench import LatencyRecorder, _text, percentile
+from trio_tcp._cli._options import endpoint, format_bytes, parse_size
 
 CLI = [sys.executable, "-m", "trio_tcp"]
 LOCAL = "127.0.0.1"
-PACKAGE = Path(_cli.__file__).parent
+PACKAGE = Path(_cli.__file__).parent  # trio_tcp/_cli/
 LISTENING = re.compile(rb"listening on \S+:(\d+)\n")
 T = TypeVar("T")
 
@@ -513,14 +514,14 @@ class _DiscardServer(trio_tcp.Service):
 async def test_bench_pingpong_without_an_echo_reports_errors_and_exits_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(_cli_bench, "FINISH_TIMEOUT", 0.2)
+    monkeypatch.setattr(_bench, "FINISH_TIMEOUT", 0.2)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             listener = await nursery.start(
                 functools.partial(trio_tcp.serve, 0, _DiscardServer(), local_host=LOCAL)
             )
             argv = ["bench", LOCAL, str(listener.port), "-c", "2", "-d", "0.3", "--json"]
-            status = await _cli_bench.run(_cli.build_parser().parse_args(argv))
+            status = await _bench.run(_cli.build_parser().parse_args(argv))
             await listener.graceful_stop()
     assert status == 1
     summary = json.loads(capsys.readouterr().out)
@@ -687,14 +688,14 @@ def test_format_helpers() -> None:
 
 def test_cli_uses_only_the_public_api() -> None:
     """STYLE rule 15: the CLI imports trio_tcp's public names, never its private modules."""
-    for path in [PACKAGE / "_cli.py", *sorted(PACKAGE.glob("_cli_*.py"))]:
+    paths = sorted(PACKAGE.glob("*.py"))
+    assert PACKAGE / "_serve.py" in paths
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 module = node.module or ""
-                if node.level:  # relative: only the CLI's own modules
-                    names = [module] if module else [alias.name for alias in node.names]
-                    for name in names:
-                        assert name.startswith("_cli"), f"{path.name} imports .{name}"
+                if node.level:  # relative: only the CLI's own modules, never the library's
+                    assert node.level == 1, f"{path.name} imports from {'.' * node.level}{module}"
                 else:
                     assert not re.match(r"trio_tcp\._", module), f"{path.name} imports {module}"
             elif isinstance(node, ast.Import):

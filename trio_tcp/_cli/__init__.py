@@ -1,14 +1,13 @@
 """The ``trio-tcp`` command (also ``python -m trio_tcp``): parsing, dispatch, exit status.
 
-Each sub-command lives in its own module (``_cli_demo``, ``_cli_serve``,
-``_cli_connect``, ``_cli_bench``, ``_cli_certs``) with the same four names:
-``HELP`` and ``EPILOG`` (examples), ``add_arguments(parser)``,
-``check(args)`` (cross-option rules, raising :class:`UsageError`), and
-``async run(args) -> int``. They are flat modules, not a ``_cli/`` package,
-because the package is installed as the single ``trio_tcp`` directory.
+Each sub-command lives in its own module (``_demo``, ``_serve``,
+``_connect``, ``_bench``, ``_certs``) with the same four names: ``HELP`` and
+``EPILOG`` (examples), ``add_arguments(parser)``, ``check(args)``
+(cross-option rules, raising :class:`UsageError`), and ``async run(args) ->
+int``. What they share lives beside them (``_options``).
 
-The command is a thin layer over the public API: no ``_cli*`` module imports
-anything from ``trio_tcp._*`` but its siblings.
+The command is a thin layer over the public API: no module of this package
+imports anything from ``trio_tcp._*`` but its siblings.
 
 Exit status: 0 success, 1 runtime error (one line on stderr, no traceback
 unless ``--debug``), 2 bad arguments (one line), 130 interrupted by Ctrl-C.
@@ -28,8 +27,8 @@ import trio
 
 import trio_tcp
 
-from . import _cli_bench, _cli_certs, _cli_connect, _cli_demo, _cli_serve
-from ._cli_options import UsageError
+from . import _bench, _certs, _connect, _demo, _serve
+from ._options import UsageError
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -39,11 +38,11 @@ __all__ = ["build_parser", "main"]
 PROG = "trio-tcp"
 
 COMMANDS: dict[str, ModuleType] = {
-    "demo": _cli_demo,
-    "serve": _cli_serve,
-    "connect": _cli_connect,
-    "bench": _cli_bench,
-    "certs": _cli_certs,
+    "demo": _demo,
+    "serve": _serve,
+    "connect": _connect,
+    "bench": _bench,
+    "certs": _certs,
 }
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -25,8 +25,8 @@ import trio
 import trio_tcp
 from trio_tcp.framing import Delimited, Framing, LengthPrefixed
 
-from ._cli_options import UsageError, count, endpoint, format_bytes, port, positive_seconds, seconds
-from ._cli_options import read_password as _read_password
+from ._options import UsageError, count, endpoint, format_bytes, port, positive_seconds, seconds
+from ._options import read_password as _read_password
 
 __all__ = ["EPILOG", "HELP", "add_arguments", "check", "run"]
 

@@ -16,8 +16,8 @@ import trio
 
 import trio_tcp
 
-from ._cli_certs import write_certs
-from ._cli_options import endpoint, format_bytes
+from ._certs import write_certs
+from ._options import endpoint, format_bytes
 
 __all__ = ["EPILOG", "HELP", "add_arguments", "check", "run"]
 

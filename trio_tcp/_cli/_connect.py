@@ -18,7 +18,7 @@ import trio
 
 import trio_tcp
 
-from ._cli_options import (
+from ._options import (
     UsageError,
     add_client_tls_arguments,
     client_secure_socket,
