@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import io
 import json
 import os
 import re
@@ -21,115 +22,23 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import trio
-from _loopback import receive_exactly
+from _cli_process import CLI, LOCAL, both, finish, one_line, run_cli, serving
+from _loopback import receive_exactly, reset
 
 import trio_tcp
 from trio_tcp import _cli
 from trio_tcp._cli import _bench
 from trio_tcp._cli._bench import LatencyRecorder, _text, percentile
+from trio_tcp._cli._connect import looks_like_tls
 from trio_tcp._cli._options import endpoint, format_bytes, parse_size
 
-CLI = [sys.executable, "-m", "trio_tcp"]
-LOCAL = "127.0.0.1"
 PACKAGE = Path(_cli.__file__).parent  # trio_tcp/_cli/
-LISTENING = re.compile(rb"listening on \S+:(\d+)\n")
-T = TypeVar("T")
-
-
-async def run_cli(
-    *args: str, stdin: Any = b"", timeout: float = 10
-) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m trio_tcp ARGS`` to completion and capture its output."""
-    with trio.fail_after(timeout):
-        return await trio.run_process(
-            [*CLI, *args], stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
-        )
-
-
-class Served:
-    """A running ``trio-tcp serve`` and what it has printed so far."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.port = 0
-        self.out = bytearray()
-        self.err = bytearray()
-        self.ended = False  # stdout reached its end
-        self._grew = trio.Event()
-
-    async def drain(self, stream: trio.abc.ReceiveStream | None, into: bytearray) -> None:
-        """Collect one of the process's outputs, waking whoever waits for stdout."""
-        assert stream is not None
-        async for chunk in stream:
-            into += chunk
-            self._grew.set()
-        self.ended = self.ended or into is self.out
-        self._grew.set()
-
-    async def wait_for(self, needle: bytes) -> None:
-        """Wait until stdout contains ``needle``; fail if stdout ends without it."""
-        while needle not in self.out:
-            assert not self.ended, f"{needle!r} never came; stderr: {bytes(self.err)!r}"
-            self._grew = trio.Event()
-            await self._grew.wait()
-
-    async def stop(self, signum: int = signal.SIGINT) -> int:
-        """Signal the server and return its exit status."""
-        self.process.send_signal(signum)
-        return await self.process.wait()
-
-
-@asynccontextmanager
-async def serving(*args: str) -> AsyncIterator[Served]:
-    """``trio-tcp serve --port 0 ARGS``, killed on exit if still running."""
-    process = await trio.lowlevel.open_process(
-        [*CLI, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    served = Served(process)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(served.drain, process.stdout, served.out)
-            nursery.start_soon(served.drain, process.stderr, served.err)
-            await served.wait_for(b"\n")
-            match = LISTENING.match(served.out)
-            assert match is not None, f"the first line is not 'listening on': {bytes(served.out)!r}"
-            served.port = int(match.group(1))
-            yield served
-            if process.poll() is None:
-                process.kill()
-    finally:
-        await finish(process)
-
-
-async def finish(process: trio.Process) -> None:
-    """Kill ``process`` if it still runs, reap it and close its pipes."""
-    with trio.CancelScope(shield=True):
-        if process.poll() is None:
-            process.kill()
-        await process.wait()
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            if pipe is not None:
-                await pipe.aclose()
-
-
-async def both(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
-    """Await two things concurrently (two subprocesses start in the time of one)."""
-    done: dict[int, T] = {}
-
-    async def keep(awaitable: Awaitable[T], index: int) -> None:
-        done[index] = await awaitable
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(keep, first, 0)
-        nursery.start_soon(keep, second, 1)
-    return done[0], done[1]
 
 
 @contextmanager
@@ -138,15 +47,6 @@ def refusing_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind((LOCAL, 0))
         yield sock.getsockname()[1]
-
-
-def one_line(stderr: bytes) -> str:
-    """The single line of ``stderr`` (and assert that it is one line, without a traceback)."""
-    text = stderr.decode()
-    assert text.endswith("\n"), text
-    assert text.count("\n") == 1, text
-    assert "Traceback" not in text
-    return text.strip()
 
 
 # -- demo, help, version -----------------------------------------------------------------
@@ -289,8 +189,9 @@ async def test_connect_pipes_stdin_through_an_echo_server() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"hi\n"
     assert result.stderr == b""  # status lines only on a terminal or with -v
-    log = server.out.decode()
-    assert re.search(r"\d\d:\d\d:\d\d connect 127\.0\.0\.1:\d+ \(#1\)", log), log
+    log = server.err.decode()
+    pid = server.process.pid
+    assert re.search(rf"\d\d:\d\d:\d\d \[{pid}\] INFO connect 127\.0\.0\.1:\d+ \(#1\)", log), log
     assert re.search(r"close 127\.0\.0\.1:\d+ \(#1\) after [\d.]+ s, 3 B in, 3 B out", log), log
     assert "stopped: 1 connection(s)" in log
 
@@ -361,7 +262,7 @@ async def test_serve_framing_echoes_whole_messages(
                     await stream.send_all(wire[i : i + 1])
                 assert await receive_exactly(stream, len(wire)) == wire
             assert await server.stop() == 0
-    assert f"{sum(map(len, messages))} B in".encode() in server.out
+    assert f"{len(wire)} B in, {len(wire)} B out".encode() in server.err
 
 
 @pytest.mark.trio
@@ -375,7 +276,7 @@ async def test_serve_discard_reads_and_sends_nothing() -> None:
                     assert await stream.receive_some() == b"", "discard sent something"
             await server.wait_for(b"close")
             assert await server.stop() == 0
-    assert b"4.9 KiB in, 0 B out" in server.out
+    assert b"4.9 KiB in, 0 B out" in server.err
 
 
 @pytest.mark.trio
@@ -390,7 +291,35 @@ async def test_serve_chat_relays_lines_to_the_others() -> None:
                 assert await receive_exactly(bob, 10) == b"hello bob\n"
                 with trio.move_on_after(0.2):
                     assert await alice.receive_some() == b"", "chat echoed to the sender"
+            await server.wait_for(re.compile(rb"close .*\(#2\)"))
             assert await server.stop() == 0
+    # Wire bytes, newline included, on each line and in the summary alike.
+    log = server.err.decode()
+    assert re.search(r"close \S+ \(#1\) after [\d.]+ s, 10 B in, 0 B out", log), log
+    assert re.search(r"close \S+ \(#2\) after [\d.]+ s, 0 B in, 10 B out", log), log
+    assert "stopped: 2 connection(s), 10 B in, 10 B out, 0 error(s)" in log
+
+
+@pytest.mark.trio
+async def test_serve_logs_a_connection_without_data_quietly() -> None:
+    with trio.fail_after(10):
+        async with serving() as server:
+            probe = await trio.open_tcp_stream(LOCAL, server.port)
+            await probe.aclose()  # a health check: connect, close
+            probe = await trio.open_tcp_stream(LOCAL, server.port)
+            await reset(probe)  # or connect, reset
+            client = await trio.open_tcp_stream(LOCAL, server.port)
+            async with client:
+                await client.send_all(b"data")
+                assert await receive_exactly(client, 4) == b"data"
+            await server.wait_for(b"close 127.0.0.1")
+            assert await server.stop() == 0
+    log = server.err.decode()
+    assert log.count(" connect ") == 3, log
+    assert log.count(" close ") == 1, log
+    assert "(#3) after" in log
+    assert " error " not in log
+    assert "stopped: 3 connection(s), 4 B in, 4 B out," in log
 
 
 # -- signals ----------------------------------------------------------------------------------
@@ -406,10 +335,11 @@ async def test_signal_stops_serve_gracefully_with_status_0(signum: int) -> None:
                 await server.wait_for(b"connect")
                 assert await server.stop(signum) == 0
                 assert await stream.receive_some() == b""  # closed by the stop, cleanly
-    log = server.out.decode()
+    log = server.err.decode()
     assert f"{signal.Signals(signum).name}: stopping" in log
     assert "stopped: 1 connection(s)" in log
-    assert server.err == b""
+    assert " INFO " in log
+    assert not re.search(r"ERROR|WARNING|Traceback", log), log
 
 
 @pytest.mark.trio
@@ -429,7 +359,7 @@ async def test_second_sigint_stops_at_once() -> None:
                     await server.process.wait()
                 assert server.process.returncode is None, "graceful stop did not wait"
                 assert await server.stop() == 0
-    assert b"SIGINT: stopping now" in server.out
+    assert b"SIGINT: stopping now" in server.err
 
 
 # -- bench ------------------------------------------------------------------------------------
@@ -460,7 +390,11 @@ async def test_bench_json_against_serve() -> None:
         assert 1.4 <= summary["duration"] <= 4.0  # loose: CI machines are busy
         assert summary["bytes_sent"] > 0
         assert summary["mb_per_second_sent"] > 0
-        progress = result.stderr.decode().splitlines()  # plain lines: not a terminal
+        headline, *progress = result.stderr.decode().splitlines()  # not a terminal: plain lines
+        assert headline == (
+            f"bench {mode} {LOCAL}:{server.port}: 3 connections, 1.0 KiB "
+            f"{'messages' if mode == 'pingpong' else 'writes'}, 1.5 s (Ctrl-C ends it early)"
+        )
         assert progress, "no progress lines"
         assert all(re.match(r" *\d+\.\d s ", line) for line in progress), progress
         assert "errors 0" in progress[-1]
@@ -487,7 +421,9 @@ async def test_bench_ctrl_c_prints_the_summary_and_exits_130() -> None:
             try:
                 assert process.stderr is not None
                 assert process.stdout is not None
-                assert b"round trips" in await process.stderr.receive_some()  # first progress
+                progress = b""
+                while b"round trips" not in progress:  # the headline, then progress
+                    progress += await process.stderr.receive_some()
                 process.send_signal(signal.SIGINT)
                 assert await process.wait() == 130
                 output = b"".join([chunk async for chunk in process.stdout])
@@ -498,6 +434,26 @@ async def test_bench_ctrl_c_prints_the_summary_and_exits_130() -> None:
     assert summary["interrupted"] is True
     assert summary["round_trips"] > 0
     assert summary["duration"] < 10
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.trio
+async def test_bench_progress_on_a_terminal_is_cleared_before_the_summary(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    run = _bench._Run(stop_at=trio.current_time() + 10)
+    with trio.move_on_after(2.5):
+        await _bench._progress(run, "pingpong", trio.current_time())
+    written = terminal.getvalue()
+    assert written.count("\r") == 3  # two updates in place, then the clearing
+    assert written.endswith("\r\x1b[K")
+    assert "\n" not in written
 
 
 class _Discard(trio_tcp.ConnectionService):
@@ -548,9 +504,17 @@ async def test_certs_then_tls_serve_and_connect(tmp_path: Path) -> None:
     with trio.fail_after(10):
         async with serving("--tls-cert", cert, "--tls-key", key) as server:
             port = str(server.port)
-            trusted, untrusted = await both(
-                run_cli("connect", "localhost", port, "--cafile", ca, "-q", "0.2", stdin=b"tls\n"),
-                run_cli("connect", LOCAL, port, "--tls", stdin=b"tls\n"),
+            (trusted, untrusted), (silent, dropped) = await both(
+                both(
+                    run_cli(
+                        "connect", "localhost", port, "--cafile", ca, "-q", "0.2", stdin=b"tls\n"
+                    ),
+                    run_cli("connect", LOCAL, port, "--tls", stdin=b"tls\n"),
+                ),
+                both(  # plain clients: too short for a TLS record, or not one
+                    run_cli("connect", LOCAL, port, "-q", "0.2", stdin=b"x\n"),
+                    run_cli("connect", LOCAL, port, "-q", "5", stdin=b"hello, is this TLS?\n"),
+                ),
             )
             await server.wait_for(b"close")
             assert await server.stop() == 0
@@ -558,7 +522,37 @@ async def test_certs_then_tls_serve_and_connect(tmp_path: Path) -> None:
     assert trusted.stdout == b"tls\n"
     assert untrusted.returncode == 1
     assert "certificate" in one_line(untrusted.stderr)
-    assert re.search(rb"connect 127\.0\.0\.1:\d+ \(#1\), TLSv1\.[23] ", server.out)
+    assert re.search(rb"connect 127\.0\.0\.1:\d+ \(#1\), TLSv1\.[23] ", server.err)
+    for result, what in ((silent, "sent no reply"), (dropped, "without a reply")):
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == b""
+        line = one_line(result.stderr)
+        assert line.startswith(f"trio-tcp: {LOCAL}:{port} ")
+        assert line.endswith(f"{what}: it expects TLS (try --tls)")
+
+
+@pytest.mark.trio
+async def test_connect_to_a_plain_server_that_does_not_answer_is_not_called_tls() -> None:
+    with trio.fail_after(10):
+        async with serving("--mode", "discard") as server:
+            result = await run_cli("connect", LOCAL, str(server.port), "-q", "0.1", stdin=b"x\n")
+            assert await server.stop() == 0
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == result.stderr == b""
+
+
+@pytest.mark.parametrize(
+    ("data", "tls"),
+    [
+        pytest.param(b"\x15\x03\x03\x00\x02\x02\x46", True, id="alert"),
+        pytest.param(b"\x16\x03\x01\x02\x00", True, id="handshake"),
+        pytest.param(b"\x16\x03", False, id="too-short"),
+        pytest.param(b"HTTP/1.1 400", False, id="http"),
+        pytest.param(b"\x16\x02\x00", False, id="sslv2-ish"),
+    ],
+)
+def test_looks_like_tls(data: bytes, tls: bool) -> None:
+    assert looks_like_tls(data) is tls
 
 
 @pytest.mark.trio

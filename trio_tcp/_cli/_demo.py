@@ -21,7 +21,7 @@ from ._options import endpoint, format_bytes
 
 __all__ = ["EPILOG", "HELP", "add_arguments", "check", "run"]
 
-HELP = "a TLS echo round trip in one command, nothing to prepare"
+HELP = "echo round trips over plain TCP and TLS, nothing to prepare"
 EPILOG = """\
 example:
   trio-tcp demo
