@@ -1,11 +1,14 @@
-"""Which load generator drives the servers: the C loadgen, built at run time, or pyload.
+"""The load generators: the project's C ``loadgen``, built at run time, or ``pyload``.
 
-The C loadgen (``../shared/tools/loadgen/loadgen.c`` next to the repository, or
-the file named by ``--loadgen-source`` or ``$TRIO_TCP_LOADGEN_SOURCE``) is
-compiled into a cache folder outside the repository, once per version of its
-source. Its TLS build needs OpenSSL's headers (Debian: ``libssl-dev``). When a
-build is impossible, the Python fallback ``benchmarks/pyload.py`` takes its
-place, and every result says which generator produced it.
+``benchmarks/loadgen/*.c`` is compiled into a cache folder outside the
+repository (``$XDG_CACHE_HOME/trio-tcp-bench``, else ``~/.cache/trio-tcp-bench``),
+once per version of its sources. The build links OpenSSL for the TLS
+scenarios; without OpenSSL's headers (Debian: ``libssl-dev``) it is built
+without TLS and ``pyload`` drives the TLS scenarios. Without a C compiler
+``pyload`` drives everything it can (every mode but ``fanout``).
+``redis-benchmark`` is used, when it is on the PATH, for the Redis scenarios,
+and ``valgrind`` (with ``callgrind_control``) for the instruction counts.
+Every result says which generator produced it.
 """
 
 from __future__ import annotations
@@ -20,29 +23,38 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "tools" / "loadgen" / "loadgen.c"
-SOURCE_ENV = "TRIO_TCP_LOADGEN_SOURCE"
-OPENSSL_HEADER = Path("/usr/include/openssl/ssl.h")
+LOADGEN_DIR = BENCH_DIR / "loadgen"
 BUILD_TIMEOUT = 120.0
+FLAGS = ("-O2", "-Wall", "-Wextra")
+TLS_FLAGS = ("-DLOADGEN_TLS",)
+TLS_LIBS = ("-lssl", "-lcrypto")
 
 
 @dataclasses.dataclass(frozen=True)
 class Generator:
-    """A load generator command: ``argv`` + mode + loadgen-style options."""
+    """A load generator command: ``argv`` + mode + options, and the modes it has."""
 
     name: str
     argv: tuple[str, ...]
+    modes: frozenset[str]
 
 
-PYLOAD = Generator("pyload", (sys.executable, str(BENCH_DIR / "pyload.py")))
+PYLOAD = Generator(
+    "pyload",
+    (sys.executable, str(BENCH_DIR / "pyload.py")),
+    frozenset({"pingpong", "stream", "connect", "hold", "pipeline"}),
+)
+LOADGEN_MODES = frozenset({"pingpong", "stream", "connect", "hold", "pipeline", "fanout"})
 
 
 @dataclasses.dataclass(frozen=True)
 class Generators:
-    """The generator for plain scenarios, the one for TLS scenarios, and why."""
+    """The generator for plain scenarios, the one for TLS scenarios, and redis-benchmark."""
 
     plain: Generator
     tls: Generator
+    redis_benchmark: str | None
+    callgrind: tuple[str, str] | None  # valgrind and callgrind_control
     notes: tuple[str, ...]
 
     @property
@@ -54,36 +66,35 @@ class Generators:
 
 
 def cache_dir() -> Path:
-    """Where built binaries live: ``$XDG_CACHE_HOME/trio-tcp-bench`` (never the repository)."""
+    """Where built binaries live (never the repository)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "trio-tcp-bench"
 
 
-def find_source(explicit: str | None) -> Path | None:
-    """The loadgen source: the option, else the environment, else the shared tools folder."""
-    for candidate in (explicit, os.environ.get(SOURCE_ENV)):
-        if candidate:
-            return Path(candidate).expanduser().resolve()
-    return DEFAULT_SOURCE if DEFAULT_SOURCE.is_file() else None
+def sources() -> list[Path]:
+    """The load generator's source files."""
+    return sorted(LOADGEN_DIR.glob("*.[ch]"))
 
 
-def build(source: Path, *, tls: bool) -> tuple[Path | None, str]:
-    """Compile ``source`` (cached by content hash); return (binary or None, note)."""
+def build(*, tls: bool) -> tuple[Path | None, str]:
+    """Compile the load generator (cached by content); return (binary or None, note)."""
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
         return None, "no C compiler (cc/gcc) found"
-    if tls and not OPENSSL_HEADER.is_file():
-        return None, f"OpenSSL headers missing ({OPENSSL_HEADER}; Debian: apt install libssl-dev)"
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    binary = cache_dir() / f"loadgen{'-tls' if tls else ''}-{digest}"
+    files = sources()
+    if not files:
+        return None, f"no sources in {LOADGEN_DIR}"
+    flags = FLAGS + (TLS_FLAGS if tls else ())
+    digest = hashlib.sha256(" ".join(flags).encode())
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    binary = cache_dir() / f"loadgen{'-tls' if tls else ''}-{digest.hexdigest()[:12]}"
     if binary.is_file():
         return binary, f"cached build {binary}"
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")
-    command = [compiler, "-O2", "-o", str(partial), str(source)]
-    if tls:
-        command[2:2] = ["-DLOADGEN_TLS"]
-        command += ["-lssl", "-lcrypto"]
+    c_files = [str(p) for p in files if p.suffix == ".c"]
+    command = [compiler, *flags, "-o", str(partial), *c_files, *(TLS_LIBS if tls else ()), "-lm"]
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False
@@ -92,27 +103,39 @@ def build(source: Path, *, tls: bool) -> tuple[Path | None, str]:
         return None, f"build timed out after {BUILD_TIMEOUT:.0f}s"
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        return None, f"build failed: {last}"
+        errors = [line for line in done.stderr.splitlines() if "error" in line]
+        hint = " (OpenSSL headers missing? Debian: apt install libssl-dev)" if tls else ""
+        return None, f"build failed: {(errors or ['?'])[0].strip()}{hint}"
     partial.replace(binary)
     return binary, f"built {binary}"
 
 
-def choose(*, use_loadgen: bool, explicit_source: str | None) -> Generators:
-    """Pick the generators for this run, building the C loadgen where possible."""
+def choose(*, use_loadgen: bool) -> Generators:
+    """Pick the generators for this run, building the C load generator where possible."""
+    redis_benchmark = shutil.which("redis-benchmark")
+    valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
+    callgrind = (valgrind, control) if valgrind and control else None
+    external = (
+        f"Redis scenarios: {redis_benchmark}"
+        if redis_benchmark
+        else "Redis scenarios: skipped (redis-benchmark not on PATH; Debian: redis-tools)",
+        f"instruction counts: {valgrind} --tool=callgrind"
+        if callgrind
+        else "instruction counts: skipped (valgrind and callgrind_control not on PATH)",
+    )
     if not use_loadgen:
-        return Generators(PYLOAD, PYLOAD, ("--no-loadgen: using pyload",))
-    source = find_source(explicit_source)
-    if source is None or not source.is_file():
-        where = source or f"{DEFAULT_SOURCE}, ${SOURCE_ENV} or --loadgen-source"
-        note = f"C loadgen source not found ({where}): using pyload"
-        return Generators(PYLOAD, PYLOAD, (note,))
-    plain_bin, plain_note = build(source, tls=False)
-    tls_bin, tls_note = build(source, tls=True)
-    plain = Generator("loadgen", (str(plain_bin),)) if plain_bin else PYLOAD
-    tls = Generator("loadgen-tls", (str(tls_bin),)) if tls_bin else PYLOAD
+        notes: tuple[str, ...] = ("--no-loadgen: pyload", *external)
+        return Generators(PYLOAD, PYLOAD, redis_benchmark, callgrind, notes)
+    tls_bin, tls_note = build(tls=True)
+    if tls_bin is not None:
+        loadgen = Generator("loadgen", (str(tls_bin),), LOADGEN_MODES)
+        notes = (f"loadgen with TLS ({tls_note})", *external)
+        return Generators(loadgen, loadgen, redis_benchmark, callgrind, notes)
+    plain_bin, plain_note = build(tls=False)
+    plain = Generator("loadgen", (str(plain_bin),), LOADGEN_MODES) if plain_bin else PYLOAD
     notes = (
         f"plain scenarios: {plain.name} ({plain_note})",
-        f"TLS scenarios: {tls.name} ({tls_note})",
+        f"TLS scenarios: pyload (loadgen with TLS: {tls_note})",
+        *external,
     )
-    return Generators(plain, tls, notes)
+    return Generators(plain, PYLOAD, redis_benchmark, callgrind, notes)

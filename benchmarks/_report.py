@@ -1,4 +1,10 @@
-"""Turn the runs into medians and ratios, and show them: terminal table, Markdown, JSON, chart."""
+"""Turn the runs into medians and ratios, and show them: terminal table, Markdown, JSON, chart.
+
+Every row is one figure (a scenario's metric) on one server: the median over
+the repetitions, and two ratios taken in the same run: to the raw Trio server
+of the scenario's family (``vs trio``) and, where the family has one, to anyio
+on Trio (``vs anyio``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from _machine import one_line
-from _scenarios import BY_NAME, Scenario
+from _scenarios import Metric, Scenario
 
 # A load generator using this much of its core may have been the bottleneck.
 SATURATED_CPU = 0.9
@@ -25,25 +31,34 @@ class Run:
     server: str
     repetition: int
     generator: str
-    value: float | None = None
+    values: dict[str, float] = dataclasses.field(default_factory=dict)
     result: dict[str, object] = dataclasses.field(default_factory=dict)
     error: str | None = None
 
 
 @dataclasses.dataclass
 class Row:
-    """The median of a scenario on a server over the repetitions, and its ratio."""
+    """One metric of a scenario on a server: the median over the repetitions, and its ratios."""
 
     scenario: Scenario
+    metric: Metric
     server: str
     generator: str
     values: list[float]
     errors: list[str]
     median: float | None = None
-    ratio: float | None = None
+    vs_trio: float | None = None
+    vs_anyio: float | None = None
     p50_us: float | None = None
+    p90_us: float | None = None
     p99_us: float | None = None
+    server_cpu: float | None = None
     client_cpu: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The scenario's name, with the metric's suffix for a secondary figure."""
+        return self.scenario.name + self.metric.suffix
 
     @property
     def saturated(self) -> bool:
@@ -58,59 +73,76 @@ def median_of(runs: Sequence[Run], key: str) -> float | None:
 
 
 def summarise(runs: Sequence[Run], scenarios: Sequence[Scenario]) -> list[Row]:
-    """One row per scenario and server, with medians and ratios to the baseline server."""
+    """One row per scenario, metric and server, with medians and ratios."""
     rows: list[Row] = []
     for scenario in scenarios:
         group = [r for r in runs if r.scenario == scenario.name]
-        servers = list(dict.fromkeys(r.server for r in group))
-        scenario_rows = [
-            make_row(scenario, s, [r for r in group if r.server == s]) for s in servers
-        ]
-        base = next((r.median for r in scenario_rows if r.server == scenario.baseline), None)
-        for row in scenario_rows:
-            if row.median is not None and base:
-                row.ratio = row.median / base
-        rows += scenario_rows
+        servers = [s for s in scenario.servers if any(r.server == s for r in group)]
+        for metric in scenario.metrics:
+            block = [
+                make_row(scenario, metric, s, [r for r in group if r.server == s]) for s in servers
+            ]
+            medians = {row.server: row.median for row in block}
+            trio = medians.get(scenario.family.baseline)
+            anyio = medians.get(scenario.family.anyio or "")
+            for row in block:
+                if row.median is not None:
+                    row.vs_trio = row.median / trio if trio else None
+                    row.vs_anyio = row.median / anyio if anyio else None
+            rows += block
     return rows
 
 
-def make_row(scenario: Scenario, server: str, runs: list[Run]) -> Row:
-    """Summarise one server's runs of one scenario."""
-    ok = [r for r in runs if r.value is not None]
+def make_row(scenario: Scenario, metric: Metric, server: str, runs: list[Run]) -> Row:
+    """Summarise one server's runs of one scenario, for one metric."""
+    ok = [r for r in runs if metric.key in r.values]
+    values = [r.values[metric.key] for r in ok]
     cpus = [float(c) for r in ok if isinstance(c := r.result.get("client_cpu"), (int, float))]
+    latency = metric.latency
     return Row(
         scenario=scenario,
+        metric=metric,
         server=server,
         generator=runs[0].generator if runs else "?",
-        values=[r.value for r in ok if r.value is not None],
+        values=values,
         errors=[r.error for r in runs if r.error],
-        median=statistics.median([r.value for r in ok if r.value is not None]) if ok else None,
-        p50_us=median_of(ok, "p50_us"),
-        p99_us=median_of(ok, "p99_us"),
+        median=statistics.median(values) if values else None,
+        p50_us=median_of(ok, "p50_us") if latency else None,
+        p90_us=median_of(ok, "p90_us") if latency else None,
+        p99_us=median_of(ok, "p99_us") if latency else None,
+        server_cpu=median_of(ok, "server_cpu"),
         client_cpu=max(cpus) if cpus else None,
     )
 
 
+HEADER = [
+    "scenario", "server", "median", "unit", "vs trio", "vs anyio",
+    "p50 µs", "p90 µs", "p99 µs", "srv CPU", "load CPU", "runs",
+]  # fmt: skip
+LEFT = {0, 1, 3}  # text columns; the others are numbers, aligned right
+
+
 def cells(row: Row) -> list[str]:
-    """A row's table cells: scenario, server, median, unit, ratio, p50, p99, load CPU, runs."""
+    """A row's table cells, in the order of :data:`HEADER`."""
 
     def num(x: float | None, fmt: str) -> str:
         return "-" if x is None else format(x, fmt)
 
     runs = f"{len(row.values)}" + (f" ({len(row.errors)} failed)" if row.errors else "")
     cpu = num(row.client_cpu, ".2f") + (" *" if row.saturated else "")
-    median = "error" if row.median is None else format(row.median, ",.1f")
-    ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
-    latency = [num(row.p50_us, ".0f"), num(row.p99_us, ".0f")]
-    return [row.scenario.name, row.server, median, row.scenario.unit, ratio, *latency, cpu, runs]
-
-
-HEADER = ["scenario", "server", "median", "unit", "ratio", "p50 µs", "p99 µs", "load CPU", "runs"]
-LEFT = {0, 1, 3}  # text columns; the others are numbers, aligned right
+    median = (
+        "error"
+        if row.median is None
+        else format(row.median, ",.1f" if row.median >= 10 else ",.3f")
+    )
+    ratios = [num(row.vs_trio, ".2f"), num(row.vs_anyio, ".2f")]
+    latency = [num(row.p50_us, ",.0f"), num(row.p90_us, ",.0f"), num(row.p99_us, ",.0f")]
+    server = num(row.server_cpu, ".2f")
+    return [row.label, row.server, median, row.metric.unit, *ratios, *latency, server, cpu, runs]
 
 
 def table(rows: Sequence[Row]) -> str:
-    """The results as an aligned plain-text table."""
+    """The results as an aligned plain-text table, a blank line between scenarios."""
     body = [cells(r) for r in rows]
     widths = [max(len(line[i]) for line in [HEADER, *body]) for i in range(len(HEADER))]
 
@@ -121,11 +153,17 @@ def table(rows: Sequence[Row]) -> str:
         ]
         return "  ".join(parts).rstrip()
 
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(HEADER), rule, *(fmt(line) for line in body)])
+    lines = [fmt(HEADER), "  ".join("-" * w for w in widths)]
+    for i, line in enumerate(body):
+        if i and line[0] != body[i - 1][0]:
+            lines.append("")
+        lines.append(fmt(line))
+    return "\n".join(lines)
 
 
-def markdown(rows: Sequence[Row], machine: dict[str, object], command: str) -> str:
+def markdown(
+    rows: Sequence[Row], skipped: Sequence[str], machine: dict[str, object], command: str
+) -> str:
     """The results as a Markdown table with the machine and the command, for the docs."""
     lines = [
         f"Measured {machine['date']} with `{command}`",
@@ -136,6 +174,8 @@ def markdown(rows: Sequence[Row], machine: dict[str, object], command: str) -> s
         "|" + "|".join("---" if i in LEFT else "---:" for i in range(len(HEADER))) + "|",
     ]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    if skipped:
+        lines += ["", "Not measured:", "", *(f"- {line}" for line in skipped)]
     return "\n".join(lines) + "\n"
 
 
@@ -143,23 +183,29 @@ def write_json(
     path: Path,
     rows: Sequence[Row],
     runs: Sequence[Run],
+    skipped: Sequence[str],
     machine: dict[str, object],
     **settings: object,
 ) -> None:
-    """Write the machine, the settings, the summary and every raw run as JSON."""
+    """Write the machine, the settings, the summary, what was skipped and every raw run."""
     summary = [
         {
             "scenario": r.scenario.name,
+            "label": r.label,
             "server": r.server,
-            "metric": r.scenario.metric,
-            "unit": r.scenario.unit,
-            "higher_is_better": r.scenario.higher_is_better,
-            "baseline": r.scenario.baseline,
+            "metric": r.metric.key,
+            "unit": r.metric.unit,
+            "higher_is_better": r.metric.higher_is_better,
+            "baseline": r.scenario.family.baseline,
+            "anyio": r.scenario.family.anyio,
             "generator": r.generator,
             "median": r.median,
-            "ratio": r.ratio,
+            "vs_trio": r.vs_trio,
+            "vs_anyio": r.vs_anyio,
             "p50_us": r.p50_us,
+            "p90_us": r.p90_us,
             "p99_us": r.p99_us,
+            "server_cpu": r.server_cpu,
             "max_client_cpu": r.client_cpu,
             "values": r.values,
             "errors": r.errors,
@@ -170,6 +216,7 @@ def write_json(
         "machine": machine,
         "settings": settings,
         "summary": summary,
+        "skipped": list(skipped),
         "runs": [dataclasses.asdict(r) for r in runs],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +224,7 @@ def write_json(
 
 
 def chart(path: Path, rows: Sequence[Row], machine: dict[str, object]) -> str:
-    """Draw grouped bars of ratios (one group per scenario); return a status note."""
+    """Draw grouped bars of the ratios to raw Trio (one group per figure); return a note."""
     try:
         import matplotlib  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
@@ -185,28 +232,32 @@ def chart(path: Path, rows: Sequence[Row], machine: dict[str, object]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
 
-    scenarios = list(dict.fromkeys(r.scenario.name for r in rows if r.ratio is not None))
+    shown = [r for r in rows if r.vs_trio is not None]
+    labels = list(dict.fromkeys(r.label for r in shown))
     servers = list(dict.fromkeys(r.server for r in rows))
-    colours = {s: plt.get_cmap("tab10")(i) for i, s in enumerate(servers)}
-    fig, ax = plt.subplots(figsize=(12, 6), layout="constrained")
-    width = 0.8 / max(Counter(r.scenario.name for r in rows).values())
-    for x, name in enumerate(scenarios):
-        group = [r for r in rows if r.scenario.name == name and r.ratio is not None]
+    colours = {s: plt.get_cmap("tab20")(i % 20) for i, s in enumerate(servers)}
+    fig, ax = plt.subplots(figsize=(max(12, len(labels) * 1.1), 7), layout="constrained")
+    width = 0.85 / max(Counter(r.label for r in shown).values(), default=1)
+    for x, label in enumerate(labels):
+        group = [r for r in shown if r.label == label]
         for i, row in enumerate(group):
-            assert row.ratio is not None
+            assert row.vs_trio is not None
             pos = x + width * (i - (len(group) - 1) / 2)
-            ax.bar(pos, row.ratio, width, color=colours[row.server], label=row.server)
-            ax.annotate(f"{row.ratio:.2f}", (pos, row.ratio), ha="center", va="bottom", fontsize=7)
+            ax.bar(pos, row.vs_trio, width, color=colours[row.server], label=row.server)
+            ax.annotate(f"{row.vs_trio:.2f}", (pos, row.vs_trio), ha="center", va="bottom",
+                        fontsize=6, rotation=90)  # fmt: skip
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(scenarios)))
-    labels = [f"{textwrap.fill(BY_NAME[n].title, 18)}\n({lower_or_higher(n)})" for n in scenarios]
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("median relative to raw Trio (plain: trio_raw, TLS: trio_raw_tls)")
+    ax.set_xticks(range(len(labels)))
+    firsts = {r.label: r for r in shown}
+    ax.set_xticklabels(
+        [f"{textwrap.fill(tick_label(firsts[n]), 16)}\n({direction(firsts[n])})" for n in labels],
+        fontsize=7,
+    )
+    ax.set_ylabel("median relative to the raw Trio server of the same protocol")
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles, strict=True))
-    fig.legend(
-        unique.values(), unique.keys(), fontsize=8, ncols=len(unique), loc="outside lower center"
-    )
+    fig.legend(unique.values(), unique.keys(), fontsize=7, ncols=min(len(unique), 7),
+               loc="outside lower center")  # fmt: skip
     load = f"load generator: {machine['load_generator']}; {machine['pinning']}"
     ax.set_title(
         f"trio_tcp benchmarks: median ratio to raw Trio\n{one_line(machine)}\n{load}", fontsize=9
@@ -217,6 +268,13 @@ def chart(path: Path, rows: Sequence[Row], machine: dict[str, object]) -> str:
     return f"chart written to {path}"
 
 
-def lower_or_higher(name: str) -> str:
-    """The direction in which a scenario's figure is better."""
-    return "higher is better" if BY_NAME[name].higher_is_better else "lower is better"
+def tick_label(row: Row) -> str:
+    """What a group of bars shows."""
+    if row.metric.suffix:
+        return f"{row.scenario.title}: {row.metric.unit}"
+    return row.scenario.title
+
+
+def direction(row: Row) -> str:
+    """The direction in which a figure is better."""
+    return "higher is better" if row.metric.higher_is_better else "lower is better"

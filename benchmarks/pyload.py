@@ -1,20 +1,22 @@
 """A small Trio load generator: the fallback when the C loadgen cannot be built.
 
-It takes the C loadgen's modes and options and prints the same JSON line
-(plus ``"generator": "pyload"``), so the runner treats both alike::
+It takes the C loadgen's options and modes (all but ``fanout``) and prints the
+same JSON line (with ``"generator": "pyload"``), so the runner treats both alike::
 
     python benchmarks/pyload.py pingpong -p PORT -c 50 -s 64 -d 3
     python benchmarks/pyload.py connect -p PORT -c 8 -s 64 -d 3 --tls ca.pem
+    python benchmarks/pyload.py pipeline -p PORT -c 50 --depth 16 -d 3
 
 Being Python, it saturates its own core long before the C loadgen would: its
 figures compare servers with each other, not with the C loadgen's. The
 ``client_cpu`` field (CPU seconds per second) says when it was the bottleneck.
-Pingpong, connect and hold check every echoed byte; stream counts them.
+Pingpong, connect, hold and pipeline check every byte received; stream counts them.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import math
@@ -28,7 +30,8 @@ import trio
 
 HOST = "127.0.0.1"
 READ_SIZE = 256 * 1024
-MODES = ("pingpong", "stream", "connect", "hold")
+MODES = ("pingpong", "stream", "connect", "hold", "pipeline")
+REQUEST, REPLY = b"PING\n", b"PONG\n"
 
 
 @dataclasses.dataclass
@@ -44,6 +47,7 @@ class Stats:
     closed_by_server: int = 0
     latencies_ns: list[int] = dataclasses.field(default_factory=list)
     all_opened: trio.Event = dataclasses.field(default_factory=trio.Event)  # hold: none pending
+    server_cpu: float | None = None  # the server's CPU seconds while measuring
 
     def done(self, started_ns: int) -> None:
         """Count one round trip or cycle that began at ``started_ns``."""
@@ -64,14 +68,26 @@ class Options:
     warmup: float
     setup_timeout: float
     window: int
+    depth: int
     open_inflight: int
     cafile: str | None
+    server_pid: int | None
 
 
 def cpu_seconds() -> float:
     """CPU time used by this process so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu_seconds(pid: int | None) -> float | None:
+    """The server's CPU time so far, from its CPU-time clock (see ``_procs.process_cpu_s``)."""
+    if pid is None:
+        return None
+    try:
+        return time.clock_gettime((~pid << 3) | 2)
+    except OSError:
+        return None
 
 
 def percentile_us(sorted_ns: list[int], p: float) -> float:
@@ -142,6 +158,31 @@ async def stream_writes(stream: trio.abc.Stream, opts: Options, stats: Stats) ->
             written += len(chunk)
 
 
+async def pipelined(stream: trio.abc.Stream, opts: Options, stats: Stats) -> None:
+    """Keep ``depth`` PING lines in flight; send one more for each PONG read back."""
+    sent_at: collections.deque[int] = collections.deque()
+    offset = 0  # within the reply being read
+
+    async def send(count: int) -> None:
+        now = time.perf_counter_ns()
+        sent_at.extend([now] * count)
+        await stream.send_all(REQUEST * count)
+
+    await send(opts.depth)
+    while data := await stream.receive_some(READ_SIZE):
+        done = 0
+        for byte in data:
+            if byte != REPLY[offset]:
+                raise RuntimeError(f"unexpected reply byte {byte:#04x}")
+            offset = (offset + 1) % len(REPLY)
+            if offset == 0:
+                stats.done(sent_at.popleft())
+                done += 1
+        if done:
+            await send(done)
+    raise trio.BrokenResourceError("server closed the connection")
+
+
 async def connect_cycles(opts: Options, context: ssl.SSLContext | None, stats: Stats) -> None:
     """Connect, send, read the echo, close; again and again."""
     message = bytes(i % 251 for i in range(opts.size))
@@ -200,10 +241,14 @@ async def measured(
         stats.measuring, stats.ops, stats.bytes_read = True, 0, 0
         stats.latencies_ns.clear()
         t0, cpu0 = time.perf_counter(), cpu_seconds()
+        server0 = server_cpu_seconds(opts.server_pid)
         await trio.sleep(opts.duration)
         stats.measuring = False
         seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+        server1 = server_cpu_seconds(opts.server_pid)
         nursery.cancel_scope.cancel()
+    if server0 is not None and server1 is not None:
+        stats.server_cpu = server1 - server0
     return seconds, cpu / seconds
 
 
@@ -230,7 +275,7 @@ async def run(opts: Options) -> dict[str, object]:
             return
         with trio.fail_after(opts.setup_timeout):
             streams = [await open_stream(opts, context) for _ in range(opts.conns)]
-        mode = pingpong if opts.mode == "pingpong" else stream_writes
+        mode = {"pingpong": pingpong, "stream": stream_writes, "pipeline": pipelined}[opts.mode]
         for stream in streams:
             nursery.start_soon(mode, stream, opts, stats)
 
@@ -253,12 +298,16 @@ def result_fields(
         "client_cpu": round(client_cpu, 3),
         "generator": "pyload",
     }
-    if opts.mode in ("pingpong", "connect"):
+    if stats.server_cpu is not None:
+        out["server_cpu_s"] = round(stats.server_cpu, 6)
+    if opts.mode in ("pingpong", "connect", "pipeline"):
         lat = sorted(stats.latencies_ns)
-        out["round_trips" if opts.mode == "pingpong" else "cycles"] = stats.ops
+        out[{"pingpong": "round_trips", "connect": "cycles", "pipeline": "replies"}[opts.mode]] = (
+            stats.ops
+        )
         out["per_s"] = round(stats.ops / seconds, 1)
-        out["p50_us"] = round(percentile_us(lat, 50), 2)
-        out["p99_us"] = round(percentile_us(lat, 99), 2)
+        for p in (50, 90, 99):
+            out[f"p{p}_us"] = round(percentile_us(lat, p), 2)
         if opts.mode == "connect":
             out["connect_errors"] = stats.connect_errors
     elif opts.mode == "stream":
@@ -281,8 +330,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("-w", "--warmup", type=float, default=0.5)
     parser.add_argument("-t", "--setup-timeout", type=float, default=20.0)
     parser.add_argument("--window", type=int, default=256 * 1024)
+    parser.add_argument("--depth", type=int, default=16)
     parser.add_argument("--open-inflight", type=int, default=32)
     parser.add_argument("--tls", dest="cafile", metavar="CAFILE")
+    parser.add_argument("--server-pid", type=int)
     return Options(**vars(parser.parse_args(argv)))
 
 

@@ -1,228 +1,237 @@
-"""Echo servers under benchmark, each written the idiomatic fastest way for its stack.
+"""The servers under benchmark: run one by name.
 
-Run one by name; it binds 127.0.0.1 (port 0 picks a free port), prints
-``listening on 127.0.0.1:PORT`` and serves until SIGTERM or SIGINT::
+Each binds 127.0.0.1 (port 0 picks a free port), prints ``listening on
+127.0.0.1:PORT`` and serves until SIGTERM or SIGINT::
 
     python benchmarks/servers.py trio_tcp --port 0
     python benchmarks/servers.py trio_raw_tls --cert server.pem --key server.key
+    python benchmarks/servers.py --list          # every kind, and which cannot run here
 
-Kinds:
+Echo servers (the plain scenarios; ``_echo_servers.py``, ``_transport_servers.py``):
 
 - ``trio_tcp``: a :class:`trio_tcp.Listener` whose ``on_bytes(data)`` returns the data.
-- ``trio_tcp_caller``: the same with ``on_bytes(caller, data)`` calling
-  ``caller.write_bytes(data)`` and returning ``None``.
+- ``trio_tcp_caller``: the same with ``on_bytes(caller, data)`` awaiting ``caller.write_bytes``.
+- ``trio_tcp_idle60``, ``trio_tcp_wto60``: ``trio_tcp`` with the production settings
+  ``idle_timeout=60`` and ``write_timeout=60``.
+- ``trio_tcp_x_lean``, ``trio_tcp_x_sockstream``, ``trio_tcp_x_trio``: trio_tcp's
+  driver through ``serve_listeners`` over its own accept path and stream, its own
+  accept path and trio's ``SocketStream``, and trio's ``SocketListener``.
 - ``trio_raw``: :func:`trio.serve_tcp` with a ``receive_some``/``send_all`` loop.
-- ``asyncio_streams``: :func:`asyncio.start_server` with ``read``/``write``/``drain``.
-- ``asyncio_protocol``: an :class:`asyncio.Protocol` writing back in ``data_received``.
-- ``trio_tcp_tls`` and ``trio_raw_tls``: the TLS forms of ``trio_tcp`` and ``trio_raw``.
+- ``anyio``: :func:`anyio.create_tcp_listener` and ``serve``, on the trio backend.
+- ``asyncio_streams``, ``asyncio_protocol``: asyncio's streams and a ``Protocol``.
+- ``trio_tcp_tls``, ``trio_raw_tls``: the TLS forms of ``trio_tcp`` and ``trio_raw``.
 
-The servers log nothing per connection and print nothing after the first line:
-the runner reads their memory from ``/proc`` and their results from the load generator.
+Line servers (``_line_servers.py``): ``trio_tcp_lines`` and ``trio_raw_lines``
+answer ``PING\\n`` with ``PONG\\n``; ``trio_tcp_redis`` and ``trio_raw_redis``
+answer Redis PING. Chat servers (``_chat_servers.py``): ``trio_raw_chat``,
+``trio_tcp_chat``, ``trio_tcp_chat_group`` and ``trio_tcp_chat_naive`` relay
+every line to every other member.
+
+Some kinds need a trio_tcp feature that an older version lacks; they exit with
+status 3 and say which (``--list`` shows it without starting anything).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
-import signal
-import ssl
+import importlib
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
+from _chat_servers import GroupRoom, NaiveMember, OutboxMember, RawRoom, Room
+from _echo_servers import (
+    CallerEcho,
+    EchoServer,
+    raw_echo,
+    raw_server_context,
+    raw_tls_handler,
+    run_anyio,
+    serve_asyncio,
+    serve_raw,
+)
+from _line_servers import LineServer, RedisServer, raw_lines, raw_redis
+from _serving import (
+    has_group,
+    has_send_nowait,
+    has_serve_listeners,
+    listener_accepts,
+    serve_trio_tcp,
+)
 
 import trio_tcp
 
-HOST = "127.0.0.1"
-# trio's own default receive size; every server reads in chunks of at most this.
-RECEIVE_SIZE = 65536
-
-PLAIN_KINDS = ("trio_tcp", "trio_tcp_caller", "trio_raw", "asyncio_streams", "asyncio_protocol")
-TLS_KINDS = ("trio_tcp_tls", "trio_raw_tls")
-KINDS = PLAIN_KINDS + TLS_KINDS
+# The exit status of a server that cannot run with this trio_tcp.
+UNAVAILABLE = 3
 
 
-def announce(port: int) -> None:
-    """Tell the runner where the server listens (the one line it waits for)."""
-    print(f"listening on {HOST}:{port}", flush=True)
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The command line a server runs with."""
+
+    port: int
+    cert: str | None = None
+    key: str | None = None
+
+    def key_pair(self) -> tuple[str, str]:
+        """The certificate and key files (exit with a message without them)."""
+        if self.cert is None or self.key is None:
+            sys.exit("TLS servers need --cert and --key")
+        return self.cert, self.key
 
 
-# -- trio_tcp -----------------------------------------------------------------------------
+def ready() -> None:
+    """No requirement: the kind runs with any trio_tcp."""
 
 
-class ReturnEcho(trio_tcp.ConnectionService):
-    """Echo by returning each chunk from ``on_bytes``."""
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A server: how to run it, and what it needs that this trio_tcp may lack."""
 
-    async def on_bytes(self, data: bytes) -> bytes:
-        return data
-
-
-class CallerEcho(trio_tcp.ConnectionService):
-    """Echo by writing each chunk through the caller."""
-
-    async def on_bytes(self, caller: trio_tcp.Caller, data: bytes) -> None:
-        await caller.write_bytes(data)
+    name: str
+    run: Callable[[Options], None]
+    needs: Callable[[], str | None] = ready  # why it cannot run here, or None
 
 
-class EchoServer(trio_tcp.Service):
-    """Hands every connection a new echo service of the chosen form."""
-
-    def __init__(self, service: type[trio_tcp.ConnectionService]) -> None:
-        self._service = service
-
-    async def on_connect(self, caller: trio_tcp.Caller) -> trio_tcp.ConnectionService:
-        return self._service()
+def needs_keyword(keyword: str) -> Callable[[], str | None]:
+    """A requirement: ``Listener`` takes ``keyword``."""
+    return lambda: None if listener_accepts(keyword) else f"needs Listener({keyword}=...)"
 
 
-async def run_trio_tcp(
-    port: int, service: type[trio_tcp.ConnectionService], tls: trio_tcp.ListenerSecureSocket | None
-) -> None:
-    """Serve with a trio_tcp Listener until SIGINT/SIGTERM, then stop it at once."""
-    listener = trio_tcp.Listener(port, local_host=HOST, secure_socket=tls)
-    listener.attach(EchoServer(service))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(listener.serve)
-        assert listener.port is not None  # known while serving
-        announce(listener.port)
-        await wait_for_signal()
-        await listener.immediate_stop()
-
-
-# -- raw trio -----------------------------------------------------------------------------
-
-
-async def raw_echo(stream: trio.abc.Stream) -> None:
-    """The plain trio echo loop; a reset by the peer just ends the connection."""
+def needs_transport() -> str | None:
+    """A requirement: ``Listener.serve_listeners``, and the private modules the variants use."""
+    if not has_serve_listeners():
+        return "needs Listener.serve_listeners"
     try:
-        while data := await stream.receive_some(RECEIVE_SIZE):
-            await stream.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    finally:
-        await trio.aclose_forcefully(stream)
+        importlib.import_module("_transport_servers")
+    except ImportError as exc:
+        return f"cannot import trio_tcp's transport internals ({exc})"
+    return None
 
 
-def raw_tls_handler(context: ssl.SSLContext) -> Callable[[trio.SocketStream], Awaitable[None]]:
-    """A handler that runs the TLS handshake in the connection's task, then echoes."""
-
-    async def handler(stream: trio.SocketStream) -> None:
-        await raw_echo(trio.SSLStream(stream, context, server_side=True))
-
-    return handler
+def needs_group() -> str | None:
+    """A requirement: ``trio_tcp.Group``."""
+    return None if has_group() else "needs trio_tcp.Group"
 
 
-async def run_trio_raw(port: int, context: ssl.SSLContext | None) -> None:
-    """Serve with :func:`trio.serve_tcp` until SIGINT/SIGTERM."""
-    handler = raw_echo if context is None else raw_tls_handler(context)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, port, host=HOST))
-        announce(listeners[0].socket.getsockname()[1])
-        await wait_for_signal()
-        nursery.cancel_scope.cancel()
+def needs_send_nowait() -> str | None:
+    """A requirement: ``Caller.send_nowait`` (the bounded outbox)."""
+    return None if has_send_nowait() else "needs Caller.send_nowait"
 
 
-async def wait_for_signal() -> None:
-    """Return at the first SIGINT or SIGTERM."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            return
+def trio_tcp_kind(
+    name: str,
+    service: Callable[[], trio_tcp.Service],
+    *,
+    setting: str | None = None,
+    needs: Callable[[], str | None] = ready,
+) -> Kind:
+    """A kind serving ``service()`` with ``Listener.serve``, optionally with ``setting=60``."""
+    options: dict[str, Any] = {setting: 60.0} if setting else {}
+
+    def run(opts: Options) -> None:
+        trio.run(functools.partial(serve_trio_tcp, service(), opts.port, **options))
+
+    return Kind(name, run, needs_keyword(setting) if setting else needs)
 
 
-# -- asyncio ------------------------------------------------------------------------------
+def raw_kind(
+    name: str, handler: Callable[[], Callable[[trio.SocketStream], Awaitable[None]]]
+) -> Kind:
+    """A kind serving ``handler()`` with :func:`trio.serve_tcp`."""
+    return Kind(name, lambda opts: trio.run(serve_raw, handler(), opts.port))
 
 
-async def stream_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """The asyncio streams echo loop."""
-    try:
-        while data := await reader.read(RECEIVE_SIZE):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
+def over_kind(name: str) -> Kind:
+    """A kind serving trio_tcp's echo through ``serve_listeners`` (``_transport_servers``).
+
+    That module is imported only when one of these runs, since it imports
+    private trio_tcp modules whose layout may change.
+    """
+
+    def run(opts: Options) -> None:
+        importlib.import_module("_transport_servers").run(name, opts.port)
+
+    return Kind(name, run, needs_transport)
 
 
-class EchoProtocol(asyncio.Protocol):
-    """Writes back in ``data_received``; stops reading while the transport is full."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def pause_writing(self) -> None:
-        self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.transport.resume_reading()
+def run_trio_tcp_tls(opts: Options) -> None:
+    """``trio_tcp`` with a ``ListenerSecureSocket``."""
+    cert, key = opts.key_pair()
+    tls = trio_tcp.ListenerSecureSocket(key=trio_tcp.CertKey(cert_file=cert, key_file=key))
+    trio.run(functools.partial(serve_trio_tcp, EchoServer(), opts.port, secure_socket=tls))
 
 
-async def run_asyncio(port: int, kind: str) -> None:
-    """Serve with asyncio streams or a Protocol until SIGINT/SIGTERM."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    # trio listens with the system's maximum backlog; give asyncio the same chance.
-    backlog = 4096
-    if kind == "asyncio_streams":
-        server = await asyncio.start_server(stream_echo, HOST, port, backlog=backlog)
-    else:
-        server = await loop.create_server(EchoProtocol, HOST, port, backlog=backlog)
-    async with server:
-        announce(server.sockets[0].getsockname()[1])
-        await stop.wait()
+def run_raw_tls(opts: Options) -> None:
+    """``trio_raw`` over ``trio.SSLStream``."""
+    trio.run(serve_raw, raw_tls_handler(raw_server_context(*opts.key_pair())), opts.port)
 
 
-# -- entry point --------------------------------------------------------------------------
+KINDS = {
+    kind.name: kind
+    for kind in (
+        trio_tcp_kind("trio_tcp", EchoServer),
+        trio_tcp_kind("trio_tcp_caller", lambda: EchoServer(CallerEcho)),
+        trio_tcp_kind("trio_tcp_idle60", EchoServer, setting="idle_timeout"),
+        trio_tcp_kind("trio_tcp_wto60", EchoServer, setting="write_timeout"),
+        over_kind("trio_tcp_x_lean"),
+        over_kind("trio_tcp_x_sockstream"),
+        over_kind("trio_tcp_x_trio"),
+        raw_kind("trio_raw", lambda: raw_echo),
+        Kind("anyio", lambda opts: run_anyio(opts.port)),
+        Kind("asyncio_streams", lambda opts: asyncio.run(serve_asyncio(opts.port, False))),
+        Kind("asyncio_protocol", lambda opts: asyncio.run(serve_asyncio(opts.port, True))),
+        Kind("trio_tcp_tls", run_trio_tcp_tls),
+        Kind("trio_raw_tls", run_raw_tls),
+        trio_tcp_kind("trio_tcp_lines", LineServer),
+        raw_kind("trio_raw_lines", lambda: raw_lines),
+        trio_tcp_kind("trio_tcp_redis", RedisServer),
+        raw_kind("trio_raw_redis", lambda: raw_redis),
+        raw_kind("trio_raw_chat", lambda: RawRoom().handler),
+        trio_tcp_kind("trio_tcp_chat", lambda: Room(OutboxMember), needs=needs_send_nowait),
+        trio_tcp_kind("trio_tcp_chat_group", GroupRoom, needs=needs_group),
+        trio_tcp_kind("trio_tcp_chat_naive", lambda: Room(NaiveMember)),
+    )
+}
 
 
-def raw_server_context(cert: str, key: str) -> ssl.SSLContext:
-    """The server context a plain trio program would build."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-def tls_files(kind: str, cert: str | None, key: str | None) -> tuple[str, str]:
-    """The certificate and key paths a TLS kind needs (exit with a message without them)."""
-    if cert is None or key is None:
-        sys.exit(f"{kind} needs --cert and --key")
-    return cert, key
-
-
-def serve(kind: str, port: int, cert: str | None, key: str | None) -> None:
-    """Run the server ``kind`` on ``port`` until a signal stops it."""
-    if kind == "trio_tcp":
-        trio.run(run_trio_tcp, port, ReturnEcho, None)
-    elif kind == "trio_tcp_caller":
-        trio.run(run_trio_tcp, port, CallerEcho, None)
-    elif kind == "trio_tcp_tls":
-        cert_file, key_file = tls_files(kind, cert, key)
-        key_pair = trio_tcp.CertKey(cert_file=cert_file, key_file=key_file)
-        trio.run(run_trio_tcp, port, ReturnEcho, trio_tcp.ListenerSecureSocket(key=key_pair))
-    elif kind == "trio_raw":
-        trio.run(run_trio_raw, port, None)
-    elif kind == "trio_raw_tls":
-        trio.run(run_trio_raw, port, raw_server_context(*tls_files(kind, cert, key)))
-    else:
-        asyncio.run(run_asyncio(port, kind))
+def unavailable(name: str) -> str | None:
+    """Why the server ``name`` cannot run with this trio_tcp, or None if it can."""
+    return KINDS[name].needs()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments: the kind, the port and the TLS files."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("kind", nargs="?", choices=list(KINDS))
     parser.add_argument("--port", type=int, default=0, help="port, 0 for any (default: 0)")
     parser.add_argument("--cert", help="PEM certificate chain (TLS kinds)")
     parser.add_argument("--key", help="PEM private key (TLS kinds)")
-    return parser.parse_args(argv)
+    parser.add_argument("--list", action="store_true", help="list the kinds and exit")
+    args = parser.parse_args(argv)
+    if not args.list and args.kind is None:
+        parser.error("a kind is required (or --list)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one server until a signal stops it; 3 if this trio_tcp cannot run it."""
+    args = parse_args(argv)
+    if args.list:
+        for name in KINDS:
+            print(f"{name:<24} {unavailable(name) or 'available'}")
+        return 0
+    reason = unavailable(args.kind)
+    if reason is not None:
+        print(f"{args.kind}: {reason}", file=sys.stderr)
+        return UNAVAILABLE
+    KINDS[args.kind].run(Options(args.port, args.cert, args.key))
+    return 0
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    serve(args.kind, args.port, args.cert, args.key)
+    sys.exit(main())

@@ -30,7 +30,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="localhost", help="server host (default: %(default)s)")
     parser.add_argument("--port", type=int, default=3000, help="server port (default: %(default)s)")
-    parser.add_argument("--message", default="Hello Ballerina Echo from client")
+    parser.add_argument("--message", default="Hello from a trio_tcp client")
     return parser.parse_args()
 
 

@@ -1,8 +1,9 @@
 """A TLS echo client: connect, send a greeting, print the reply and the TLS details, close.
 
-Start ``examples/tls_echo_server.py`` first (it says where it wrote its CA), then::
+Start ``examples/tls_echo_server.py`` first; it prints where it wrote its
+throwaway CA certificate, and the command to run, e.g.::
 
-    python examples/tls_echo_client.py --cafile trio-tcp-demo-ca.pem
+    python examples/tls_echo_client.py --cafile /tmp/trio-tcp-demo-k2j4x8/ca.pem
     python examples/tls_echo_client.py --cafile public.crt --port 9002   # pin a server cert
 
 For mutual TLS, add ``--cert client.pem --key client.key``. Without
@@ -44,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cafile", help="CA (or server) certificate to trust; default: system CAs")
     parser.add_argument("--cert", help="client certificate PEM file, for mutual TLS; needs --key")
     parser.add_argument("--key", help="client private key PEM file; needs --cert")
-    parser.add_argument("--message", default="Hello Ballerina Echo from client")
+    parser.add_argument("--message", default="Hello from a trio_tcp client over TLS")
     args = parser.parse_args()
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")

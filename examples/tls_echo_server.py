@@ -5,13 +5,12 @@ With your own certificate and key (PEM files)::
     python examples/tls_echo_server.py --cert public.crt --key private.key
 
 With neither, it makes a throwaway CA and a certificate for localhost,
-127.0.0.1 and ::1 (this needs ``pip install trustme``), keeps the key in a
-temporary directory removed at exit, and writes the CA certificate to
-``--write-ca`` (default: ``trio-tcp-demo-ca.pem`` in the current directory) so
-the client can trust it::
+127.0.0.1 and ::1 (this needs ``pip install trustme``). Everything goes into a
+temporary directory that is removed at exit; the server prints the path of the
+CA certificate, for the client to trust (``--write-ca PATH`` puts it elsewhere)::
 
     python examples/tls_echo_server.py                   # listens on 127.0.0.1:9002
-    python examples/tls_echo_client.py --cafile trio-tcp-demo-ca.pem
+    python examples/tls_echo_client.py --cafile /tmp/trio-tcp-demo-k2j4x8/ca.pem
 
 Add ``--require-client-cert CA.pem`` for mutual TLS. Stop it with Ctrl-C (or
 SIGTERM): the listener stops gracefully, and TLS clients see close_notify.
@@ -87,7 +86,8 @@ def demo_certificate(directory: Path, ca_path: Path) -> trio_tcp.CertKey:
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="trio-tcp-demo-") as scratch:
         if args.cert is None:
-            key = demo_certificate(Path(scratch), Path(args.write_ca))
+            ca_path = Path(args.write_ca or Path(scratch) / "ca.pem")
+            key = demo_certificate(Path(scratch), ca_path)
         else:
             key = trio_tcp.CertKey(cert_file=args.cert, key_file=args.key)
         secure_socket = trio_tcp.ListenerSecureSocket(
@@ -121,9 +121,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--key", help="private key PEM file; needs --cert")
     parser.add_argument(
         "--write-ca",
-        default="trio-tcp-demo-ca.pem",
         metavar="PATH",
-        help="without --cert/--key: where to write the demo CA certificate (default: %(default)s)",
+        help="without --cert/--key: where to write the demo CA certificate "
+        "(default: the server's temporary directory, removed at exit)",
     )
     parser.add_argument(
         "--require-client-cert",

@@ -7,8 +7,14 @@ Every async test is marked ``@pytest.mark.trio`` and bounds itself with
 from __future__ import annotations
 
 import os
+import signal
 
 from hypothesis import HealthCheck, settings
+
+# A shell starts background jobs with SIGINT ignored, and processes inherit that:
+# the tests that press Ctrl-C on the trio-tcp command need it delivered.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Real sockets make example timing noisy; correctness, not speed, is under test.
 settings.register_profile(

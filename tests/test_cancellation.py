@@ -1,4 +1,4 @@
-"""Cancellation from the caller around Client operations (RELIABILITY R30, F2).
+"""Cancellation from the caller around Client operations.
 
 An outer cancel scope always surfaces as the caller's own cancellation, never
 as a trio_tcp error. A cancelled read leaves the client usable and keeps the

@@ -1,9 +1,10 @@
 """Client against real loopback servers (raw trio, port 0).
 
-Covers DESIGN §2 and RELIABILITY rows R6-R9, R22-R24 and R29.
+Covers connecting, every read and write, timeouts, concurrency, connect
+failures, argument validation and use after close.
 
 TLS and framing have their own test modules; cancellation from the caller
-(R30) is in ``test_cancellation.py``.
+is in ``test_cancellation.py``.
 """
 
 from __future__ import annotations
@@ -486,7 +487,7 @@ async def test_peer_reset_is_connection_closed_with_cause() -> None:
             assert client.closed
 
 
-# -- read timeout (R6) -------------------------------------------------------------
+# -- read timeout -------------------------------------------------------------
 
 
 @pytest.mark.trio
@@ -573,7 +574,7 @@ async def test_read_timeout_zero_with_nothing_to_read_times_out(
                 await client.read_bytes()
 
 
-# -- write timeout (R7) ------------------------------------------------------------
+# -- write timeout ------------------------------------------------------------
 
 BIG = 64 * 1024 * 1024
 
@@ -620,7 +621,7 @@ async def test_write_timeout_none_waits_for_a_slow_reader(
             assert not client.closed
 
 
-# -- concurrency (R8, R9) ------------------------------------------------------------
+# -- concurrency ------------------------------------------------------------
 
 
 async def _read_bytes(client: trio_tcp.Client) -> object:
@@ -701,7 +702,7 @@ async def test_concurrent_writes_are_whole_and_in_call_order() -> None:
     assert sorted(call_order) == list(range(writers))
 
 
-# -- connect failures (R22, R23) ---------------------------------------------------
+# -- connect failures ---------------------------------------------------
 
 
 def _refusing_port() -> tuple[socket.socket, int]:
@@ -790,7 +791,7 @@ async def test_unusable_local_host_is_connect_error(local_host: str) -> None:
             assert repr(local_host) in message
 
 
-# -- argument validation (R24) -----------------------------------------------------
+# -- argument validation -----------------------------------------------------
 
 NAN = math.nan
 
@@ -870,7 +871,7 @@ async def test_bad_arguments_rejected_before_any_socket(
     assert issubclass(trio_tcp.ConfigurationError, ValueError)
 
 
-# -- use after close (R29) -----------------------------------------------------------
+# -- use after close -----------------------------------------------------------
 
 
 async def _write(client: trio_tcp.Client) -> object:

@@ -1,17 +1,20 @@
-"""The per-connection driver, over in-memory streams (no sockets).
+"""The per-connection driver, over in-memory connections (no sockets).
 
-Every lifecycle rule of DESIGN.md §3 is exercised on
-``trio_tcp._connection.Connection`` directly: ``on_connect`` before any read,
-one ``on_bytes`` at a time (backpressure), both ``on_bytes`` forms, errors to
-``on_error`` once, ``on_close`` exactly once, cancellation never reaching a
-callback, the idle timeout, and ``caller.close()`` / ``stop_reading()``.
+Each test serves a service with ``trio_tcp.testing.open_memory_server`` and
+speaks raw bytes from the client's end, so every lifecycle rule is checked on
+the real driver: ``on_connect`` before any read, one ``on_bytes`` at a time
+(backpressure), both ``on_bytes`` forms, errors to ``on_error`` once,
+``on_close`` exactly once, cancellation never reaching a callback, the idle
+timeout, ``caller.close()`` and a graceful stop.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import types
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -19,10 +22,10 @@ import trio
 import trio.testing
 
 import trio_tcp
-from trio_tcp._connection import Connection, Settings
-from trio_tcp._stats import Counters
+from trio_tcp.testing import MemoryServer, MemoryStream, open_memory_server
 
-MemoryStream = trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -79,14 +82,17 @@ class Accept:
         self.service_on_close_called = True
 
 
-def make_connection(
-    service: Any, *, idle_timeout: float | None = None
-) -> tuple[Connection, MemoryStream, MemoryStream, Counters]:
-    """A Connection over a memory stream pair: (connection, client end, server end, counters)."""
-    client, server = trio.testing.memory_stream_pair()
-    counters = Counters()
-    connection = Connection(server, service, Settings(counters, idle_timeout=idle_timeout))
-    return connection, client, server, counters
+@asynccontextmanager
+async def served(service: Any, **options: Any) -> AsyncIterator[tuple[MemoryStream, MemoryServer]]:
+    """A service served in memory, and one raw client connection to it."""
+    async with open_memory_server(service, **options) as server:
+        yield await server.open_stream(), server
+
+
+async def ended(server: MemoryServer, total: int = 1) -> None:
+    """Wait until ``total`` connections have come and gone (on_close included)."""
+    while server.stats.total_connections < total or server.stats.active_connections:  # noqa: ASYNC110
+        await trio.sleep(0.001)
 
 
 async def read_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
@@ -118,21 +124,16 @@ async def test_nothing_is_read_until_on_connect_returns() -> None:
                 log.append("connect end")
                 return handler
 
-        connection, client, server, _ = make_connection(SlowAccept())
-
-        async def record_read() -> None:
-            log.append("read")
-
-        server.receive_stream.receive_some_hook = record_read
-        await client.send_all(b"early")
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(SlowAccept()) as (client, server):
+            await client.send_all(b"early")
             await trio.testing.wait_all_tasks_blocked()
             assert log == ["connect start"]
+            assert client.peer_unread() == 5  # still unread by the server
             release.set()
             assert await client.receive_some() == b"early"
             await client.aclose()
-        assert log[:3] == ["connect start", "connect end", "read"]
+            await ended(server)
+        assert log == ["connect start", "connect end"]
         assert handler.events == [("bytes", b"early"), ("close", None)]
 
 
@@ -140,10 +141,10 @@ async def test_nothing_is_read_until_on_connect_returns() -> None:
 async def test_on_connect_returning_none_closes_without_callbacks() -> None:
     with trio.fail_after(5):
         service = Accept(None)
-        connection, client, _, _ = make_connection(service)
-        await client.send_all(b"ignored")
-        await connection.run()
-        assert await read_to_eof(client) == b""
+        async with served(service) as (client, server):
+            await client.send_all(b"ignored")
+            assert await read_to_eof(client) == b""  # an orderly close: EOF, not a reset
+            await ended(server)
         assert len(service.callers) == 1
         assert service.callers[0].closed
         assert not service.service_on_close_called
@@ -164,12 +165,12 @@ async def test_on_connect_raising_is_logged_and_closes(caplog: pytest.LogCapture
                 self.on_close_called = True
 
         service = Failing()
-        connection, client, _, counters = make_connection(service)
-        await connection.run()  # does not raise
-        assert await read_to_eof(client) == b""
+        async with served(service) as (client, server):
+            assert await read_to_eof(client) == b""
+            await ended(server)
+            assert server.stats.errors == 1
         assert handler.events == []
         assert not service.on_close_called
-        assert counters.errors == 1
         [record] = error_records(caplog)
         assert "on_connect" in record.getMessage()
         assert record.exc_info is not None
@@ -177,15 +178,18 @@ async def test_on_connect_raising_is_logged_and_closes(caplog: pytest.LogCapture
 
 
 @pytest.mark.trio
-async def test_no_service_closes_at_once() -> None:
+async def test_no_service_closes_at_once(caplog: pytest.LogCaptureFixture) -> None:
     with trio.fail_after(5):
-        connection, client, _, _ = make_connection(None)
-        await connection.run()
-        assert await read_to_eof(client) == b""
+        async with served(Accept(Recorder())) as (first, server):
+            server.listener.detach(server.listener._service)  # type: ignore[arg-type]
+            client = await server.open_stream()
+            assert await read_to_eof(client) == b""
+            await first.aclose()
+        assert any("no service attached" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.trio
-async def test_cancelled_during_on_connect_still_closes_the_stream() -> None:
+async def test_a_stop_during_on_connect_still_closes_and_runs_nothing_else() -> None:
     with trio.fail_after(5):
         started = trio.Event()
 
@@ -194,15 +198,11 @@ async def test_cancelled_during_on_connect_still_closes_the_stream() -> None:
                 started.set()
                 await trio.sleep_forever()
 
-        connection, client, _, _ = make_connection(Stuck())
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(connection.run)
-                await started.wait()
-                scope.cancel()
-        assert scope.cancelled_caught
-        # The server end was closed on the way out: the client sees EOF, not a hang.
-        assert await read_to_eof(client) == b""
+        async with served(Stuck()) as (client, server):
+            await started.wait()
+            await server.listener.immediate_stop()
+            # The server end was closed on the way out: the client sees the end, not a hang.
+            assert await read_to_eof(client) == b""
 
 
 # -- the read loop -------------------------------------------------------------------
@@ -211,52 +211,38 @@ async def test_cancelled_during_on_connect_still_closes_the_stream() -> None:
 @pytest.mark.trio
 async def test_chunks_arrive_in_order_one_call_at_a_time() -> None:
     with trio.fail_after(5):
-        log: list[str] = []
         gate = trio.Event()
         in_call = trio.Event()
+        depth = [0]
 
         class Slow:
             seen: list[bytes] = []  # noqa: RUF012 - one instance per test
 
             async def on_bytes(self, data: bytes) -> None:
-                log.append("start")
+                depth[0] += 1
+                assert depth[0] == 1, "on_bytes called while another call runs"
                 self.seen.append(bytes(data))
                 in_call.set()
                 await gate.wait()
-                log.append("end")
+                depth[0] -= 1
 
         handler = Slow()
-        connection, client, server, _ = make_connection(Accept(handler))
-
-        async def record_read() -> None:
-            log.append("read")
-
-        server.receive_stream.receive_some_hook = record_read
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(handler)) as (client, server):
             await client.send_all(b"one")
             await in_call.wait()
             # More data arrives while on_bytes is busy: it must not be read yet.
             await client.send_all(b"two")
             await client.send_all(b"three")
             await trio.testing.wait_all_tasks_blocked()
-            assert log == ["read", "start"]
+            assert client.peer_unread() == len(b"twothree")
             gate.set()
             await trio.testing.wait_all_tasks_blocked()
             await client.send_all(b"four")
-            await client.aclose()
+            await client.send_eof()
+            assert await read_to_eof(client) == b""
+            await ended(server)
         assert b"".join(handler.seen) == b"onetwothreefour"
         assert handler.seen[0] == b"one"
-        # Each read is followed by its call, and no read happens inside a call.
-        depth = 0
-        for entry in log:
-            if entry == "start":
-                depth += 1
-            elif entry == "end":
-                depth -= 1
-            else:
-                assert depth == 0, log
-            assert depth in (0, 1), log
 
 
 class DataForm:
@@ -293,9 +279,7 @@ class SyncCallerForm:
 @pytest.mark.trio
 async def test_both_on_bytes_forms_sync_and_async(handler: object, prefix: bytes) -> None:
     with trio.fail_after(5):
-        connection, client, _, _ = make_connection(Accept(handler))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(handler)) as (client, _):
             await client.send_all(b"ping")
             assert await client.receive_some() == prefix + b"ping"
             await client.aclose()
@@ -320,13 +304,12 @@ async def test_all_sync_callbacks_and_duck_typed_service() -> None:
 
         # A plain namespace with a sync on_connect is a Service too.
         service = types.SimpleNamespace(on_connect=lambda caller: SyncHandler())
-        connection, client, _, _ = make_connection(service)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(service) as (client, server):
             await client.send_all(b"abc")
             assert await client.receive_some() == b"ABC"
             await client.send_all(b"bad")
             assert await read_to_eof(client) == b""
+            await ended(server)
         assert events == ["error:ValueError", "close"]
 
 
@@ -337,15 +320,14 @@ async def test_service_without_any_method_discards_data() -> None:
         class Nothing:
             pass
 
-        connection, client, _, counters = make_connection(Accept(Nothing()))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(Nothing())) as (client, server):
             await client.send_all(b"into the void")
             await trio.testing.wait_all_tasks_blocked()
             await client.send_eof()
-        assert await read_to_eof(client) == b""
-        assert counters.bytes_received == len(b"into the void")
-        assert counters.errors == 0
+            assert await read_to_eof(client) == b""
+            await ended(server)
+            assert server.stats.bytes_received == len(b"into the void")
+            assert server.stats.errors == 0
 
 
 @pytest.mark.trio
@@ -356,11 +338,11 @@ async def test_missing_on_error_and_on_close_are_skipped(caplog: pytest.LogCaptu
             async def on_bytes(self, data: bytes) -> None:
                 raise ValueError("fails, and nobody listens")
 
-        connection, client, _, counters = make_connection(Accept(OnlyBytes()))
-        await client.send_all(b"x")
-        await connection.run()
-        assert await read_to_eof(client) == b""
-        assert counters.errors == 1
+        async with served(Accept(OnlyBytes())) as (client, server):
+            await client.send_all(b"x")
+            assert await read_to_eof(client) == b""
+            await ended(server)
+            assert server.stats.errors == 1
         assert len(error_records(caplog)) == 1
 
 
@@ -383,13 +365,12 @@ async def test_bytes_like_return_is_written_back(convert: Callable[[bytes], Any]
             async def on_bytes(self, data: bytes) -> Any:
                 return convert(b"re:" + data)
 
-        connection, client, _, counters = make_connection(Accept(Reply()))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(Reply())) as (client, server):
             await client.send_all(b"x")
             assert await client.receive_some() == b"re:x"
             await client.aclose()
-        assert counters.bytes_sent == 4
+            await ended(server)
+            assert server.stats.bytes_sent == 4
 
 
 @pytest.mark.trio
@@ -400,14 +381,13 @@ async def test_none_return_writes_nothing() -> None:
             async def on_bytes(self, data: bytes) -> None:
                 return None
 
-        connection, client, _, counters = make_connection(Accept(Silent()))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(Silent())) as (client, server):
             await client.send_all(b"hello")
             await trio.testing.wait_all_tasks_blocked()
             await client.send_eof()
-        assert await read_to_eof(client) == b""
-        assert counters.bytes_sent == 0
+            assert await read_to_eof(client) == b""
+            await ended(server)
+            assert server.stats.bytes_sent == 0
 
 
 @pytest.mark.parametrize(
@@ -423,10 +403,10 @@ async def test_non_bytes_return_is_an_error(value: object) -> None:
                 return value
 
         handler = Wrong()
-        connection, client, _, _ = make_connection(Accept(handler))
-        await client.send_all(b"x")
-        await connection.run()
-        assert await read_to_eof(client) == b""
+        async with served(Accept(handler)) as (client, server):
+            await client.send_all(b"x")
+            assert await read_to_eof(client) == b""
+            await ended(server)
         [error] = handler.errors
         assert isinstance(error, trio_tcp.Error)
         assert isinstance(error.__cause__, TypeError)
@@ -447,15 +427,15 @@ async def test_on_bytes_raising_goes_to_on_error_once(caplog: pytest.LogCaptureF
                 raise boom
 
         handler = Raising()
-        connection, client, _, counters = make_connection(Accept(handler))
-        await client.send_all(b"x")
-        await connection.run()
-        assert await read_to_eof(client) == b""
+        async with served(Accept(handler)) as (client, server):
+            await client.send_all(b"x")
+            assert await read_to_eof(client) == b""
+            await ended(server)
+            assert server.stats.errors == 1
         assert [name for name, _ in handler.events] == ["bytes", "error", "close"]
         [error] = handler.errors
         assert type(error) is trio_tcp.Error
         assert error.__cause__ is boom
-        assert counters.errors == 1
         [record] = error_records(caplog)
         assert record.exc_info is not None
         assert record.exc_info[1] is boom
@@ -471,9 +451,9 @@ async def test_trio_tcp_error_from_on_bytes_is_passed_as_is() -> None:
                 raise own
 
         handler = Raising()
-        connection, client, _, _ = make_connection(Accept(handler))
-        await client.send_all(b"x")
-        await connection.run()
+        async with served(Accept(handler)) as (client, server):
+            await client.send_all(b"x")
+            await ended(server)
         assert handler.errors == [own]
         assert handler.close_count == 1
 
@@ -500,9 +480,9 @@ async def test_on_error_and_on_close_raising_are_only_logged(
                 if where == "on_close":
                     raise RuntimeError("on_close failed")
 
-        connection, client, _, _ = make_connection(Accept(Raising()))
-        await client.send_all(b"x")
-        await connection.run()  # nothing propagates
+        async with served(Accept(Raising())) as (client, server):
+            await client.send_all(b"x")
+            await ended(server)  # nothing propagates
         assert calls == ["error", "close"]
         messages = [r.getMessage() for r in error_records(caplog)]
         assert len(messages) == 2
@@ -514,14 +494,31 @@ async def test_on_error_and_on_close_raising_are_only_logged(
 async def test_clean_peer_close_is_not_an_error() -> None:
     with trio.fail_after(5):
         handler = Recorder()
-        connection, client, _, counters = make_connection(Accept(handler))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(handler)) as (client, server):
             await client.send_all(b"bye")
             assert await client.receive_some() == b"bye"
             await client.aclose()
+            await ended(server)
+            assert server.stats.errors == 0
+            assert server.stats.aborted == 0
         assert handler.events == [("bytes", b"bye"), ("close", None)]
-        assert counters.errors == 0
+
+
+@pytest.mark.trio
+async def test_a_reset_reaches_on_error_with_its_cause() -> None:
+    with trio.fail_after(5):
+        handler = Recorder()
+        async with served(Accept(handler)) as (client, server):
+            await client.send_all(b"hi")
+            assert await client.receive_some() == b"hi"
+            client.reset()
+            await ended(server)
+            assert server.stats.errors == 1
+        [error] = handler.errors
+        assert isinstance(error, trio_tcp.ConnectionClosedError)
+        assert "reset" in str(error)
+        assert isinstance(error.__cause__, trio.BrokenResourceError)
+        assert handler.close_count == 1
 
 
 @pytest.mark.trio
@@ -529,16 +526,16 @@ async def test_failed_write_from_another_task_is_reported() -> None:
     with trio.fail_after(5):
         handler = Recorder()
         service = Accept(handler)
-        connection, client, _, _ = make_connection(service)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(service) as (client, server):
             await trio.testing.wait_all_tasks_blocked()
             [caller] = service.callers
-            client.receive_stream.close()  # the peer stops listening: writes break
+            client.reset()  # the peer is gone: writes break
             with pytest.raises(trio_tcp.ConnectionClosedError):
                 await caller.write_bytes(b"to nobody")
+            await ended(server)
         [error] = handler.errors
         assert isinstance(error, trio_tcp.ConnectionClosedError)
+        assert error.__cause__ is not None
         assert handler.close_count == 1
 
 
@@ -566,22 +563,18 @@ async def test_cancellation_never_reaches_on_error(when: str) -> None:
                 raise AssertionError("unreachable")  # pragma: no cover
 
         handler = Handler()
-        connection, client, _, counters = make_connection(Accept(handler))
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(connection.run)
-                if when == "inside-on_bytes":
-                    await client.send_all(b"x")
-                    await in_call.wait()
-                else:
-                    await trio.testing.wait_all_tasks_blocked()
-                scope.cancel()
-        assert scope.cancelled_caught
+        async with served(Accept(handler)) as (client, server):
+            if when == "inside-on_bytes":
+                await client.send_all(b"x")
+                await in_call.wait()
+            else:
+                await trio.testing.wait_all_tasks_blocked()
+            await server.listener.immediate_stop()
+            assert server.stats.errors == 0
+            assert await read_to_eof(client) == b""
         assert handler.errors == []
         assert handler.events[-1] == ("close", None)
         assert handler.close_count == 1
-        assert counters.errors == 0
-        assert await read_to_eof(client) == b""
 
 
 @pytest.mark.trio
@@ -595,15 +588,16 @@ async def test_keyboard_interrupt_never_reaches_a_callback(
                 raise KeyboardInterrupt
 
         handler = Interrupted()
-        connection, client, _, _ = make_connection(Accept(handler))
-        await client.send_all(b"x")
-        with pytest.raises(KeyboardInterrupt):
-            await connection.run()
+        with pytest.raises(BaseExceptionGroup) as info:  # noqa: PT012 - the server unwinds
+            async with served(Accept(handler)) as (client, _):
+                await client.send_all(b"x")
+                await trio.sleep_forever()
+        assert info.group_contains(KeyboardInterrupt, depth=None)
+        assert not info.group_contains(Exception, depth=None)
         assert handler.errors == []
         assert error_records(caplog) == []
-        # on_close still runs from the driver's finally, and the stream is closed.
+        # on_close still runs from the driver's finally.
         assert handler.close_count == 1
-        assert await read_to_eof(client) == b""
 
 
 # -- idle timeout -------------------------------------------------------------------
@@ -613,13 +607,14 @@ async def test_keyboard_interrupt_never_reaches_a_callback(
 async def test_idle_timeout_closes_without_error(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(100):
         handler = Recorder()
-        connection, client, _, counters = make_connection(Accept(handler), idle_timeout=10)
-        start = trio.current_time()
-        await connection.run()
-        assert trio.current_time() - start == pytest.approx(10)
+        async with served(Accept(handler), idle_timeout=10) as (client, server):
+            start = trio.current_time()
+            assert await read_to_eof(client) == b""
+            # Closed between the timeout and one sweep (a quarter of it) later.
+            assert 10 <= trio.current_time() - start <= 12.5
+            await ended(server)
+            assert server.stats.errors == 0
         assert handler.events == [("close", None)]
-        assert counters.errors == 0
-        assert await read_to_eof(client) == b""
 
 
 @pytest.mark.trio
@@ -628,14 +623,12 @@ async def test_received_bytes_restart_the_idle_clock(
 ) -> None:
     with trio.fail_after(100):
         handler = Recorder()
-        connection, client, _, _ = make_connection(Accept(handler), idle_timeout=10)
-        start = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(handler), idle_timeout=10) as (client, _):
+            start = trio.current_time()
             await trio.sleep(6)
             await client.send_all(b"tick")
             await handler.closed.wait()
-            assert trio.current_time() - start == pytest.approx(16)
+            assert 16 <= trio.current_time() - start <= 18.5
         assert handler.errors == []
 
 
@@ -646,15 +639,13 @@ async def test_write_from_another_task_restarts_the_idle_clock(
     with trio.fail_after(100):
         handler = Recorder()
         service = Accept(handler)
-        connection, client, _, _ = make_connection(service, idle_timeout=10)
-        start = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(service, idle_timeout=10) as (client, _):
+            start = trio.current_time()
             await trio.sleep(6)
             await service.callers[0].write_bytes(b"news")
+            assert await read_to_eof(client) == b"news"
             await handler.closed.wait()
-            assert trio.current_time() - start == pytest.approx(16)
-        assert await read_to_eof(client) == b"news"
+            assert 16 <= trio.current_time() - start <= 18.5
         assert handler.errors == []
 
 
@@ -668,12 +659,11 @@ async def test_a_long_on_bytes_is_not_idle(autojump_clock: trio.testing.MockCloc
                 return b"answer"
 
         handler = Thinker()
-        connection, client, _, _ = make_connection(Accept(handler), idle_timeout=10)
-        await client.send_all(b"question")
-        start = trio.current_time()
-        await connection.run()
-        assert trio.current_time() - start == pytest.approx(40)
-        assert await read_to_eof(client) == b"answer"
+        async with served(Accept(handler), idle_timeout=10) as (client, _):
+            await client.send_all(b"question")
+            start = trio.current_time()
+            assert await read_to_eof(client) == b"answer"
+            assert 40 <= trio.current_time() - start <= 42.5
         assert handler.errors == []
 
 
@@ -694,13 +684,12 @@ async def test_caller_close_from_on_bytes_is_a_clean_end() -> None:
                 self.events.append(("bytes", bytes(data)))
 
         handler = Closer()
-        connection, client, _, counters = make_connection(Accept(handler))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(handler)) as (client, server):
             await client.send_all(b"quit")
             assert await read_to_eof(client) == b"goodbye"
+            await ended(server)
+            assert server.stats.errors == 0
         assert handler.events == [("bytes", b"quit"), ("close", None)]
-        assert counters.errors == 0
 
 
 @pytest.mark.trio
@@ -708,23 +697,21 @@ async def test_caller_close_from_another_task_is_a_clean_end() -> None:
     with trio.fail_after(5):
         handler = Recorder()
         service = Accept(handler)
-        connection, client, _, counters = make_connection(service)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(service) as (client, server):
             await trio.testing.wait_all_tasks_blocked()
             [caller] = service.callers
             await caller.close()
             assert caller.closed
-            await handler.closed.wait()
             with pytest.raises(trio_tcp.ConnectionClosedError):
                 await caller.write_bytes(b"after close")
-        assert await read_to_eof(client) == b""
+            assert await read_to_eof(client) == b""
+            await handler.closed.wait()
+            assert server.stats.errors == 0
         assert handler.events == [("close", None)]
-        assert counters.errors == 0
 
 
 @pytest.mark.trio
-async def test_stop_reading_lets_the_running_on_bytes_finish_and_reply() -> None:
+async def test_a_stop_lets_the_running_on_bytes_finish_and_reply() -> None:
     with trio.fail_after(5):
         in_call = trio.Event()
         release = trio.Event()
@@ -737,44 +724,44 @@ async def test_stop_reading_lets_the_running_on_bytes_finish_and_reply() -> None
                 return b"finished"
 
         handler = Busy()
-        connection, client, _, _ = make_connection(Accept(handler))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(handler)) as (client, server):
             await client.send_all(b"work")
             await in_call.wait()
-            connection.stop_reading()
-            await client.send_all(b"more")  # arrives after the stop: never handed over
-            release.set()
-            assert await read_to_eof(client) == b"finished"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.listener.graceful_stop)
+                await trio.testing.wait_all_tasks_blocked()
+                release.set()
+                assert await read_to_eof(client) == b"finished"
         assert handler.events == [("bytes", b"work"), ("close", None)]
 
 
 @pytest.mark.trio
-async def test_stop_reading_while_waiting_ends_at_once() -> None:
+async def test_a_stop_while_waiting_ends_at_once(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(5):
         handler = Recorder()
-        connection, client, _, _ = make_connection(Accept(handler))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
-            await trio.testing.wait_all_tasks_blocked()
-            connection.stop_reading()
-        assert handler.events == [("close", None)]
-        assert await read_to_eof(client) == b""
+        async with served(Accept(handler)) as (client, server):
+            await client.send_all(b"hi")
+            assert await client.receive_some() == b"hi"
+            start = trio.current_time()
+            await server.listener.graceful_stop()
+            assert trio.current_time() - start < 0.01  # received before: no first-byte grace
+            assert await read_to_eof(client) == b""
+        assert handler.events == [("bytes", b"hi"), ("close", None)]
 
 
 @pytest.mark.trio
 async def test_counters_track_bytes() -> None:
     with trio.fail_after(5):
-        connection, client, _, counters = make_connection(Accept(Recorder()))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(Recorder())) as (client, server):
             for chunk in (b"a", b"bc", b"def"):
                 await client.send_all(chunk)
                 assert await client.receive_some() == chunk
             await client.aclose()
-        assert counters.bytes_received == 6
-        assert counters.bytes_sent == 6
-        assert counters.errors == 0
+            await ended(server)
+            assert server.stats.bytes_received == 6
+            assert server.stats.bytes_sent == 6
+            assert server.stats.errors == 0
+            [] = server.callers  # gone once closed
 
 
 # -- TLS handshake (in the connection's task) ----------------------------------------
@@ -793,45 +780,52 @@ def server_tls_context() -> Any:
 
 @pytest.mark.parametrize(
     "peer",
-    [pytest.param(b"", id="silent"), pytest.param(b"\x00 not a ClientHello\r\n", id="garbage")],
+    [
+        pytest.param(b"\x16\x03\x01", id="half-hello"),
+        pytest.param(b"\x00 not a ClientHello\r\n", id="garbage"),
+    ],
 )
 @pytest.mark.trio
 async def test_failed_or_timed_out_handshake_runs_no_callback(
     peer: bytes, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(100):
-        client, server = trio.testing.memory_stream_pair()
         service = Accept(Recorder())
-        counters = Counters()
-        tls = trio.SSLStream(server, server_tls_context(), server_side=True)
-        connection = Connection(tls, service, Settings(counters, handshake_timeout=10))
-        if peer:
+        async with served(service, secure_socket=server_tls_context()) as (client, server):
             await client.send_all(peer)
-        start = trio.current_time()
-        await connection.run()
-        assert trio.current_time() - start <= 10
-        assert service.callers == []
-        assert counters.errors == 1
-        with trio.fail_after(1):
+            start = trio.current_time()
             await read_to_eof(client)  # closed (whatever alert bytes come first)
+            assert trio.current_time() - start <= 10  # the default handshake timeout
+            await ended(server)
+            assert server.stats.errors == 1
+        assert service.callers == []
 
 
 @pytest.mark.trio
-async def test_cancelled_handshake_still_closes_the_stream() -> None:
-    with trio.fail_after(5):
-        client, server = trio.testing.memory_stream_pair()
+async def test_a_silent_tls_client_is_dropped_at_the_timeout_without_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(100):
         service = Accept(Recorder())
-        tls = trio.SSLStream(server, server_tls_context(), server_side=True)
-        connection = Connection(tls, service, Settings(Counters(), handshake_timeout=None))
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(connection.run)
-                await trio.testing.wait_all_tasks_blocked()
-                scope.cancel()
-        assert scope.cancelled_caught
-        assert service.callers == []
-        with trio.fail_after(1):
+        async with served(service, secure_socket=server_tls_context()) as (client, server):
+            start = trio.current_time()
             assert await read_to_eof(client) == b""
+            assert trio.current_time() - start == pytest.approx(10)
+            await ended(server)
+            assert server.stats.errors == 1
+        assert service.callers == []
+
+
+@pytest.mark.trio
+async def test_a_stop_during_a_handshake_still_closes_the_stream() -> None:
+    with trio.fail_after(5):
+        service = Accept(Recorder())
+        async with served(service, secure_socket=server_tls_context()) as (client, server):
+            await client.send_all(b"\x16\x03\x01")  # part of a hello: the handshake waits
+            await trio.testing.wait_all_tasks_blocked()
+            await server.listener.immediate_stop()
+            await read_to_eof(client)
+        assert service.callers == []
 
 
 # -- framing through the driver -------------------------------------------------------
@@ -855,14 +849,13 @@ class Lines(Events):
 async def test_framed_service_gets_whole_messages_and_replies_framed() -> None:
     with trio.fail_after(5):
         handler = Lines()
-        connection, client, _, _ = make_connection(Accept(handler))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(handler)) as (client, server):
             for piece in (b"he", b"llo\nwor", b"ld\n\npu", b"sh\n"):
                 await client.send_all(piece)
                 await trio.testing.wait_all_tasks_blocked()
             await client.send_eof()
             assert await read_to_eof(client) == b"HELLO\nWORLD\n\npushed\nPUSH\n"
+            await ended(server)
         assert handler.lines == [b"hello", b"world", b"", b"push"]
         assert handler.events == [("close", None)]
 
@@ -875,14 +868,13 @@ async def test_framed_service_gets_whole_messages_and_replies_framed() -> None:
 async def test_framing_errors_reach_on_error(tail: bytes) -> None:
     with trio.fail_after(5):
         handler = Lines()
-        connection, client, _, _ = make_connection(Accept(handler))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
+        async with served(Accept(handler)) as (client, server):
             await client.send_all(b"ok\n")
             assert await client.receive_some() == b"OK\n"
             await client.send_all(tail)
             await client.send_eof()
             assert await read_to_eof(client) == b""
+            await ended(server)
         assert handler.lines == [b"ok"]
         [error] = handler.errors
         assert isinstance(error, trio_tcp.FramingError)

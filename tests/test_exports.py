@@ -18,6 +18,8 @@ EXPECTED = {
     "serve",
     "Caller",
     "ConnectionService",
+    "Group",
+    "ProxyInfo",
     "Service",
     "CertKey",
     "ClientSecureSocket",
@@ -32,10 +34,13 @@ EXPECTED = {
     "ConnectError",
     "ConnectionClosedError",
     "FramingError",
+    "OutboxFullError",
     "ReadTimeoutError",
     "TLSError",
+    "UsageError",
     "WriteTimeoutError",
 }
+TESTING = {"MemoryServer", "MemoryStream", "open_memory_server", "open_service_client"}
 
 
 def test_all_is_pinned() -> None:
@@ -43,13 +48,48 @@ def test_all_is_pinned() -> None:
     assert len(trio_tcp.__all__) == len(EXPECTED), "duplicates in __all__"
 
 
+def test_testing_exports() -> None:
+    import trio_tcp.testing
+
+    assert set(trio_tcp.testing.__all__) == TESTING
+
+
+def test_listener_options_are_declared_once() -> None:
+    # The typed keywords and the validated config must name the same options.
+    from dataclasses import fields
+
+    from trio_tcp._options import ListenerConfig
+
+    assert set(trio_tcp.ListenerOptions.__annotations__) == {f.name for f in fields(ListenerConfig)}
+
+
+def test_plain_import_loads_no_tls_file_machinery() -> None:
+    # cryptography (key files, PKCS#12) and trustme (the CLI's demo certificates)
+    # are imported only when used: a plain TCP user pays for neither.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trio_tcp, trio_tcp.framing, trio_tcp.testing;"
+        "heavy = [m for m in ('cryptography', 'trustme') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == ""
+
+
 def test_framing_exports() -> None:
     assert {"Delimited", "LengthPrefixed", "Framing", "Decoder"} <= set(trio_tcp.framing.__all__)
 
 
 def _public_objects() -> list[tuple[str, object]]:
+    import trio_tcp.testing
+
     objects = [(name, getattr(trio_tcp, name)) for name in trio_tcp.__all__]
     objects += [(f"framing.{n}", getattr(trio_tcp.framing, n)) for n in trio_tcp.framing.__all__]
+    objects += [(f"testing.{n}", getattr(trio_tcp.testing, n)) for n in trio_tcp.testing.__all__]
     return [(n, o) for n, o in objects if not isinstance(o, (types.ModuleType, int))]
 
 

@@ -433,7 +433,7 @@ async def test_messages_need_a_framing_on_both_sides() -> None:
             assert await client.read_exactly(3) == b"raw"  # echoed raw, nothing else
             service = await server.connection(client.local_port)
             [refusal] = service.refusals
-            assert type(refusal) is trio_tcp.Error
+            assert type(refusal) is trio_tcp.UsageError
             assert "framing" in str(refusal)
 
 

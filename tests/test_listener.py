@@ -1,12 +1,10 @@
 """``Listener`` over real loopback sockets (port 0 only), with trio_tcp and raw trio clients.
 
-Covers DESIGN.md §3 (attach/detach, serve/stop, limits, stats, ``serve``) and
-the server-side rows of RELIABILITY.md's matrix: R1 (a failing callback never
-disturbs the listener), R8 (concurrent writes to one caller), R10/R11 (clean
-close and reset), R20/R21 (graceful and immediate stop), R24 (argument
-validation) and R25 (one port for every address family). A hypothesis
-property checks that however a client chunks its writes, ``on_bytes`` sees
-exactly the bytes sent, in order.
+Covers attach/detach, serve/stop, limits, stats and ``serve``; that a failing
+callback never disturbs the listener; concurrent writes to one caller; clean
+close and reset; graceful and immediate stop; argument validation; and one
+port for every address family. A hypothesis property checks that however a
+client chunks its writes, ``on_bytes`` sees exactly the bytes sent, in order.
 """
 
 from __future__ import annotations
@@ -404,7 +402,7 @@ async def test_module_level_serve_returns_the_listener_and_refuses_after_stop() 
             await trio_tcp.Client.connect(LOCAL, port)
 
 
-# -- R1: one failing callback never disturbs the listener ---------------------------------
+# -- one failing callback never disturbs the listener ---------------------------------
 
 
 @pytest.mark.trio
@@ -463,7 +461,7 @@ async def test_on_connect_raising_affects_only_its_connection(
         assert "on_connect" in record.getMessage()
 
 
-# -- R8: concurrent writes to one caller; a chat broadcast ---------------------------------
+# -- concurrent writes to one caller; a chat broadcast ---------------------------------
 
 
 @pytest.mark.trio
@@ -541,7 +539,7 @@ async def test_chat_broadcast_through_other_connections_callers() -> None:
                 await client.aclose()
 
 
-# -- R10 / R11: clean close and reset ------------------------------------------------------
+# -- clean close and reset ------------------------------------------------------
 
 
 @pytest.mark.trio
@@ -594,7 +592,7 @@ async def test_peer_reset_is_reported_then_closed(phase: str) -> None:
                 assert await roundtrip(fresh, b"healthy") == b"healthy"
 
 
-# -- R20: graceful stop --------------------------------------------------------------------
+# -- graceful stop --------------------------------------------------------------------
 
 
 @pytest.mark.trio
@@ -694,7 +692,7 @@ async def test_graceful_stop_from_inside_on_bytes_does_not_deadlock() -> None:
         assert hub.errors == []
 
 
-# -- R21: immediate stop -------------------------------------------------------------------
+# -- immediate stop -------------------------------------------------------------------
 
 
 @pytest.mark.trio

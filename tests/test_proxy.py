@@ -41,7 +41,7 @@ from trio_tcp._proxy import (
     ProxyHeader,
     ProxyHeaderParser,
 )
-from trio_tcp._proxy_stream import PrefixedStream
+from trio_tcp._streams import TransportView
 
 LOCAL = "127.0.0.1"
 #: A short PROXY header / handshake timeout for the tests that wait for it (real time).
@@ -299,7 +299,7 @@ def headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
     )
     if kind == "v2-local":
         return v2(command=0, family=0x00, tlvs=tlvs), ProxyHeader(
-            version=2, source=None, destination=None
+            version=2, source=None, destination=None, command="LOCAL"
         )
     return v2(
         family=0x21 if six else 0x11, addresses=inet(src, dst, sport, dport), tlvs=tlvs
@@ -347,14 +347,14 @@ def test_tlvs_up_to_the_spec_limit_are_skipped_without_buffering(
     pytest.fail("the header was never complete")
 
 
-# -- PrefixedStream ------------------------------------------------------------------------
+# -- TransportView: read-ahead bytes come first -----------------------------------------
 
 
 @pytest.mark.trio
 async def test_prefixed_stream_returns_the_prefix_first_then_reads_on() -> None:
     with trio.fail_after(5):
         left, right = trio.testing.memory_stream_pair()
-        stream = PrefixedStream(right, b"abcdef")
+        stream = TransportView(right, b"abcdef")
         await left.send_all(b"ghi")
         assert await stream.receive_some(4) == b"abcd"
         assert await stream.receive_some() == b"ef"
@@ -363,7 +363,7 @@ async def test_prefixed_stream_returns_the_prefix_first_then_reads_on() -> None:
         assert await left.receive_some() == b"back"
         await stream.wait_send_all_might_not_block()
         with pytest.raises(ValueError, match="max_bytes"):
-            await PrefixedStream(right, b"x").receive_some(0)
+            await TransportView(right, b"x").receive_some(0)
         await stream.aclose()
         assert await left.receive_some() == b""
 
@@ -372,7 +372,7 @@ async def test_prefixed_stream_returns_the_prefix_first_then_reads_on() -> None:
 async def test_a_cancelled_receive_loses_no_prefix() -> None:
     with trio.fail_after(5):
         _, right = trio.testing.memory_stream_pair()
-        stream = PrefixedStream(right, b"abc")
+        stream = TransportView(right, b"abc")
         with trio.CancelScope() as scope:
             scope.cancel()
             await stream.receive_some()
@@ -455,16 +455,16 @@ def proxy_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.fixture
-def prefixed(monkeypatch: pytest.MonkeyPatch) -> list[PrefixedStream]:
-    """Every PrefixedStream the listener makes (one per header that arrived with data)."""
-    made: list[PrefixedStream] = []
+def prefixed(monkeypatch: pytest.MonkeyPatch) -> list[TransportView]:
+    """Every TransportView the listener makes (one per header that arrived with data)."""
+    made: list[TransportView] = []
 
-    class Counted(PrefixedStream):
+    class Counted(TransportView):
         def __init__(self, transport_stream: trio.abc.Stream, prefix: bytes) -> None:
             super().__init__(transport_stream, prefix)
             made.append(self)
 
-    monkeypatch.setattr("trio_tcp._proxy_stream.PrefixedStream", Counted)
+    monkeypatch.setattr("trio_tcp._connection.TransportView", Counted)
     return made
 
 
@@ -480,7 +480,7 @@ HEADERS = [
 @pytest.mark.parametrize("header", HEADERS)
 @pytest.mark.parametrize("together", [True, False], ids=["with-data", "separate"])
 async def test_caller_addresses_come_from_the_header(
-    header: bytes, together: bool, prefixed: list[PrefixedStream]
+    header: bytes, together: bool, prefixed: list[TransportView]
 ) -> None:
     with trio.fail_after(5):
         recorder = Recorder()
@@ -567,7 +567,7 @@ async def test_a_peer_that_closes_before_the_header_ends_is_dropped(
 async def test_a_silent_client_is_dropped_at_the_timeout(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("trio_tcp._proxy_stream.PROXY_HEADER_TIMEOUT", SHORT)
+    monkeypatch.setattr("trio_tcp._connection.PROXY_HEADER_TIMEOUT", SHORT)
     caplog.set_level(logging.INFO, logger="trio_tcp")
     with trio.fail_after(5):
         recorder = Recorder()
@@ -638,7 +638,7 @@ class _HeaderFirst(trio.abc.Stream):
 @pytest.mark.parametrize("header", HEADERS)
 @pytest.mark.parametrize("together", [True, False], ids=["with-client-hello", "separate"])
 async def test_tls_handshake_follows_the_header(
-    certs: Certs, header: bytes, together: bool, prefixed: list[PrefixedStream]
+    certs: Certs, header: bytes, together: bool, prefixed: list[TransportView]
 ) -> None:
     with trio.fail_after(5):
         recorder = Recorder()

@@ -22,13 +22,14 @@ import trio_tcp
 from trio_tcp._caller import Caller
 from trio_tcp._service import Callbacks, call, callback_shape
 from trio_tcp._streams import Endpoints
+from trio_tcp._writer import Writer
 
 MANY = 1 << 16  # what callback_shape reports as "accepted" for *args
 
 
 def make_caller() -> Caller:
     _, server = trio.testing.memory_stream_pair()
-    return Caller(server, Endpoints("127.0.0.1", 40000, "127.0.0.1", 3000), lambda: None)
+    return Caller(Writer(server), Endpoints("127.0.0.1", 40000, "127.0.0.1", 3000), lambda: None)
 
 
 # -- callback_shape: (is async, required positional, accepted positional) -----------------

@@ -1,10 +1,9 @@
 """TLS end to end: real handshakes between a ``Listener`` and a ``Client`` over loopback.
 
 Certificates come from trustme (session-scoped, written to a temporary
-directory); most tests run once per TLS version. The rows named ``R<n>`` are
-those of the reliability matrix (handshake timeouts, garbage and plain clients
-on a TLS port, ragged EOF, large writes, mutual TLS, bad certificates, version
-and cipher mismatches).
+directory); most tests run once per TLS version. Besides the happy paths they cover
+handshake timeouts, garbage and plain clients on a TLS port, ragged EOF, large
+writes, mutual TLS, bad certificates, and version and cipher mismatches.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from trio_tcp import (
     TrustStore,
 )
 from trio_tcp._errors import handshake_error
-from trio_tcp._streams import send_tls_alert
+from trio_tcp._handshake import send_tls_alert
 
 PASSWORD = "Pkcs12-s3cret-for-tests"
 VERSIONS = ["TLSv1.2", "TLSv1.3"]
@@ -266,7 +265,7 @@ async def test_the_code_users_write_works_as_written(
             )
             async with client:
                 assert client.is_secure
-                await echo_once(client, b"Hello Ballerina Echo from client")
+                await echo_once(client, b"Hello from a trio_tcp client")
             await listener.graceful_stop()
         assert service.errors == []
         assert service.closes == 1
@@ -398,11 +397,11 @@ async def test_enable_false_is_plain_tcp_and_ignores_every_other_field(certs: Ce
             assert not service.callers[0].is_secure
 
 
-# -- R2: silent and half-finished handshakes --------------------------------------------
+# -- silent and half-finished handshakes --------------------------------------------
 
 
 @pytest.mark.trio
-async def test_r2_silent_and_half_hello_clients_are_dropped_while_others_are_served(
+async def test_silent_and_half_hello_clients_are_dropped_while_others_are_served(
     certs: Certs, version: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="trio_tcp")
@@ -443,13 +442,14 @@ async def test_r2_silent_and_half_hello_clients_are_dropped_while_others_are_ser
         assert len(service.callers) == 1
         assert service.errors == []
         assert listener.stats.errors == len(stuck)
+        # Said at INFO, rate-limited: a flood of silent peers is one line, not fifty.
         timed_out = [r for r in handshake_logs(caplog) if "timed out" in r.getMessage()]
-        assert len(timed_out) == len(stuck)
+        assert 1 <= len(timed_out) <= 2
         assert {r.levelno for r in timed_out} == {logging.INFO}
 
 
 @pytest.mark.trio
-async def test_r2_client_handshake_timeout(certs: Certs) -> None:
+async def test_a_mute_server_fails_the_client_handshake_at_its_timeout(certs: Certs) -> None:
     """A server that accepts and never answers: connect fails at handshake_timeout."""
 
     async def mute(stream: trio.SocketStream) -> None:
@@ -469,11 +469,11 @@ async def test_r2_client_handshake_timeout(certs: Certs) -> None:
 
 
 @pytest.mark.trio
-async def test_r2_a_ready_ssl_context_gets_the_default_handshake_timeout(
+async def test_a_ready_ssl_context_gets_the_default_handshake_timeout(
     certs: Certs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The default (10 s) shortened, so the test can wait for it.
-    monkeypatch.setattr(trio_tcp._client, "DEFAULT_HANDSHAKE_TIMEOUT", SHORT)
+    monkeypatch.setattr("trio_tcp._tls.DEFAULT_HANDSHAKE_TIMEOUT", SHORT)
 
     async def mute(stream: trio.SocketStream) -> None:
         await trio.sleep_forever()
@@ -509,7 +509,7 @@ async def test_a_stop_does_not_wait_for_a_pending_handshake(certs: Certs) -> Non
         assert service.callbacks == 0
 
 
-# -- R3, R4, R5: what is not TLS, on a TLS port, and the other way round ------------------
+# -- what is not TLS, on a TLS port, and the other way round ------------------
 
 
 @pytest.mark.parametrize(
@@ -521,7 +521,7 @@ async def test_a_stop_does_not_wait_for_a_pending_handshake(certs: Certs) -> Non
     ],
 )
 @pytest.mark.trio
-async def test_r3_not_tls_is_dropped_quickly_with_one_info_line_each(
+async def test_not_tls_is_dropped_quickly_with_one_info_line_each(
     certs: Certs, first_bytes: bytes, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="trio_tcp")
@@ -551,15 +551,16 @@ async def test_r3_not_tls_is_dropped_quickly_with_one_info_line_each(
         assert len(service.callers) == 1
         assert service.received == [b"ping"]
         assert service.errors == []
+        assert listener.stats.errors == peers
         records = handshake_logs(caplog)
-        assert len(records) == peers  # one line per connection, no flood
+        assert 1 <= len(records) <= 2  # rate-limited: no flood
         assert {r.levelno for r in records} == {logging.INFO}
         assert all(reason in r.getMessage() for r in records)
         assert max(r.levelno for r in caplog.records) <= logging.INFO
 
 
 @pytest.mark.trio
-async def test_r4_plaintext_before_the_handshake_never_reaches_the_service(
+async def test_plaintext_before_the_handshake_never_reaches_the_service(
     certs: Certs, caplog: pytest.LogCaptureFixture
 ) -> None:
     """CVE-2023-40217's shape: data, then an immediate close, before any handshake."""
@@ -573,13 +574,14 @@ async def test_r4_plaintext_before_the_handshake_never_reaches_the_service(
                 await stream.aclose()
             await ended(listener, total=5)
         assert service.callbacks == 0
-        assert len(handshake_logs(caplog)) == 5
+        assert listener.stats.errors == 5
+        assert handshake_logs(caplog)
         assert max(r.levelno for r in caplog.records) <= logging.INFO
 
 
 @pytest.mark.parametrize("echo", [False, True], ids=["silent-server", "echoing-server"])
 @pytest.mark.trio
-async def test_r5_tls_client_to_a_plain_listener(certs: Certs, echo: bool) -> None:
+async def test_tls_client_to_a_plain_listener(certs: Certs, echo: bool) -> None:
     """Client.connect raises TLSError, at the latest when handshake_timeout expires."""
     with trio.fail_after(10):
         async with serving(Recorder(echo=echo)) as listener:
@@ -596,7 +598,7 @@ async def test_r5_tls_client_to_a_plain_listener(certs: Certs, echo: bool) -> No
 
 
 @pytest.mark.trio
-async def test_r5_plain_client_to_a_tls_listener(certs: Certs) -> None:
+async def test_plain_client_to_a_tls_listener(certs: Certs) -> None:
     with trio.fail_after(10):
         service = Recorder()
         async with serving(service, server_tls(certs)) as listener:
@@ -608,7 +610,7 @@ async def test_r5_plain_client_to_a_tls_listener(certs: Certs) -> None:
         assert service.callbacks == 0
 
 
-# -- R12: ragged EOF and clean close_notify -----------------------------------------------
+# -- ragged EOF and clean close_notify -----------------------------------------------
 
 
 def _ragged_stdlib_client(port: int, cafile: str, payload: bytes) -> None:
@@ -621,7 +623,7 @@ def _ragged_stdlib_client(port: int, cafile: str, payload: bytes) -> None:
 
 
 @pytest.mark.trio
-async def test_r12_ragged_eof_from_a_client_is_a_tls_error(certs: Certs, version: str) -> None:
+async def test_ragged_eof_from_a_client_is_a_tls_error(certs: Certs, version: str) -> None:
     with trio.fail_after(10):
         service = Recorder(echo=False)
         async with serving(service, server_tls(certs, version)) as listener:
@@ -658,7 +660,7 @@ async def raw_tls_server(
 
 
 @pytest.mark.trio
-async def test_r12_ragged_eof_from_a_server_is_a_tls_error_on_the_client(certs: Certs) -> None:
+async def test_ragged_eof_from_a_server_is_a_tls_error_on_the_client(certs: Certs) -> None:
     async def ragged(stream: trio.SSLStream[trio.SocketStream]) -> None:
         await stream.do_handshake()
         await stream.send_all(b"partial")
@@ -676,7 +678,7 @@ async def test_r12_ragged_eof_from_a_server_is_a_tls_error_on_the_client(certs: 
 
 
 @pytest.mark.trio
-async def test_r12_close_notify_is_a_clean_end_on_both_sides(certs: Certs, version: str) -> None:
+async def test_close_notify_is_a_clean_end_on_both_sides(certs: Certs, version: str) -> None:
     class Goodbye(Recorder):
         async def on_connect(self, caller: trio_tcp.Caller) -> trio_tcp.ConnectionService:
             service = await super().on_connect(caller)
@@ -701,9 +703,7 @@ async def test_r12_close_notify_is_a_clean_end_on_both_sides(certs: Certs, versi
 
 
 @pytest.mark.trio
-async def test_r20_graceful_stop_ends_tls_clients_with_close_notify(
-    certs: Certs, version: str
-) -> None:
+async def test_graceful_stop_ends_tls_clients_with_close_notify(certs: Certs, version: str) -> None:
     with trio.fail_after(10):
         service = Recorder()
         listener = trio_tcp.Listener(0, secure_socket=server_tls(certs, version))
@@ -743,11 +743,11 @@ async def test_client_close_sends_close_notify(certs: Certs, version: str) -> No
         assert service.closes == 1
 
 
-# -- R14: large writes go out in bounded slices -------------------------------------------
+# -- large writes go out in bounded slices -------------------------------------------
 
 
 @pytest.mark.trio
-async def test_r14_large_writes_are_byte_exact_and_sliced(
+async def test_large_writes_are_byte_exact_and_sliced(
     certs: Certs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     size = 32 * 1024 * 1024
@@ -797,7 +797,7 @@ async def test_r14_large_writes_are_byte_exact_and_sliced(
     assert 0 < largest <= 64 * 1024
 
 
-# -- R26: mutual TLS rejections --------------------------------------------------------
+# -- mutual TLS rejections --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -808,7 +808,7 @@ async def test_r14_large_writes_are_byte_exact_and_sliced(
     ],
 )
 @pytest.mark.trio
-async def test_r26_required_client_certificate_rejections(
+async def test_required_client_certificate_rejections(
     certs: Certs,
     version: str,
     key: str | None,
@@ -853,7 +853,7 @@ async def test_r26_required_client_certificate_rejections(
 
 
 @pytest.mark.trio
-async def test_r26_tls13_rejection_after_a_write_still_surfaces_at_the_read(
+async def test_tls13_rejection_after_a_write_still_surfaces_at_the_read(
     certs: Certs,
 ) -> None:
     """The documented TLS 1.3 shape: a write right after connect may succeed; the read fails."""
@@ -879,7 +879,7 @@ async def test_r26_tls13_rejection_after_a_write_still_surfaces_at_the_read(
 
 @pytest.mark.parametrize("send_cert", [False, True], ids=["no-cert", "good-cert"])
 @pytest.mark.trio
-async def test_r26_optional_client_certificate(certs: Certs, version: str, send_cert: bool) -> None:
+async def test_optional_client_certificate(certs: Certs, version: str, send_cert: bool) -> None:
     with trio.fail_after(10):
         service = Recorder()
         config = server_tls(certs, version, client_auth="optional", client_cert=certs.ca)
@@ -897,7 +897,7 @@ async def test_r26_optional_client_certificate(certs: Certs, version: str, send_
 
 
 @pytest.mark.trio
-async def test_r26_optional_still_rejects_a_certificate_from_another_ca(
+async def test_optional_still_rejects_a_certificate_from_another_ca(
     certs: Certs,
 ) -> None:
     with trio.fail_after(10):
@@ -912,7 +912,7 @@ async def test_r26_optional_still_rejects_a_certificate_from_another_ca(
         assert service.callbacks == 0
 
 
-# -- R27: the client refuses bad server certificates ----------------------------------------
+# -- the client refuses bad server certificates ----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -943,7 +943,7 @@ async def test_r26_optional_still_rejects_a_certificate_from_another_ca(
     ],
 )
 @pytest.mark.trio
-async def test_r27_bad_server_certificates_fail_the_connect(
+async def test_bad_server_certificates_fail_the_connect(
     certs: Certs,
     version: str,
     server_cert: str,
@@ -981,7 +981,7 @@ async def test_r27_bad_server_certificates_fail_the_connect(
 
 
 @pytest.mark.trio
-async def test_r27_verify_hostname_false_accepts_another_name(certs: Certs) -> None:
+async def test_verify_hostname_false_accepts_another_name(certs: Certs) -> None:
     with trio.fail_after(10):
         tls = client_tls(certs, server_name="wrong.example", verify_hostname=False)
         async with (
@@ -1022,7 +1022,7 @@ async def test_server_name_is_sent_as_sni_and_verified(
     assert seen == [sni]
 
 
-# -- R28: nothing in common -------------------------------------------------------------
+# -- nothing in common -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -1058,7 +1058,7 @@ async def test_server_name_is_sent_as_sni_and_verified(
     ],
 )
 @pytest.mark.trio
-async def test_r28_version_and_cipher_mismatch_fail_on_both_sides(
+async def test_version_and_cipher_mismatch_fail_on_both_sides(
     certs: Certs,
     server: dict[str, Any],
     client: dict[str, Any],

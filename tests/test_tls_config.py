@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 import trio_tcp._tls_files as tls_files
 from trio_tcp._ciphers import _IANA_CODE_POINTS, TLS13_SUITES
 from trio_tcp._errors import ConfigurationError
+from trio_tcp._info import peer_tls_details
 from trio_tcp._tls import (
     CertKey,
     ClientSecureSocket,
@@ -44,7 +45,6 @@ from trio_tcp._tls import (
     TrustStore,
     build_client_context,
     build_server_context,
-    peer_tls_details,
 )
 
 PASSWORD = "S3cr3t-pässwörd-xyz"
@@ -531,7 +531,7 @@ def test_fuzz_protocol(material: Material, name: str, versions: list[str]) -> No
 
 
 # ---------------------------------------------------------------------------
-# Bad configuration inputs: one test per row of RELIABILITY.md's table
+# Bad configuration inputs: one test per kind of mistake
 # ---------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 # Imported so that ``trio_tcp.framing.Delimited`` works after a plain ``import trio_tcp``.
 from . import framing as framing
-from ._caller import Caller
+from ._caller import Caller, Group
 from ._client import Client
 from ._errors import (
     BindError,
@@ -20,11 +20,15 @@ from ._errors import (
     ConnectionClosedError,
     Error,
     FramingError,
+    OutboxFullError,
     ReadTimeoutError,
     TLSError,
+    UsageError,
     WriteTimeoutError,
 )
-from ._listener import Listener, ListenerOptions, serve
+from ._listener import Listener, serve
+from ._options import ListenerOptions
+from ._proxy import ProxyInfo
 from ._service import ConnectionService, Service
 from ._stats import ListenerStats
 from ._tls import (
@@ -48,6 +52,8 @@ __all__ = [
     # services
     "Caller",
     "ConnectionService",
+    "Group",
+    "ProxyInfo",
     "Service",
     # TLS
     "CertKey",
@@ -65,8 +71,10 @@ __all__ = [
     "ConnectError",
     "ConnectionClosedError",
     "FramingError",
+    "OutboxFullError",
     "ReadTimeoutError",
     "TLSError",
+    "UsageError",
     "WriteTimeoutError",
 ]
 

@@ -44,15 +44,15 @@ from ._errors import (
     Error,
     FramingError,
     ReadTimeoutError,
-    TLSError,
-    handshake_error,
+    UsageError,
     stream_error,
 )
 from ._framing import check_framing
-from ._streams import Bytes, Endpoints, close_stream, endpoints, send_tls_alert
+from ._handshake import handshake
+from ._info import ConnectionInfo
+from ._streams import Bytes, Endpoints, close_stream, endpoints
 from ._tcpstream import TCPStream, from_trio_socket, prepare_socket
-from ._tls import DEFAULT_HANDSHAKE_TIMEOUT, ClientSecureSocket, build_client_context
-from ._writer import ConnectionInfo, Writer, check_bytes
+from ._writer import Writer, check_bytes
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._framing import Decoder, Framing
+    from ._tls import ClientSecureSocket
 
 __all__ = ["Client"]
 
@@ -102,9 +103,9 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         "_framing_error",
         "_messages",
         "_reading",
+        "_stream",
         "_timeout",
         "_waited",
-        "_write_timeout",
         "_writer",
     )
 
@@ -116,11 +117,21 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         framing: Framing | None = None,
     ) -> None:
-        """Wrap a connected ``stream``. Most code wants :meth:`connect` instead."""
-        self._writer = Writer(stream)
+        """Wrap a connected ``stream``. Most code wants :meth:`connect` instead.
+
+        ``stream`` may be any trio stream: a :class:`trio.SocketStream`, a
+        :class:`trio.SSLStream` whose handshake is done, a UNIX-domain
+        socket stream, or an in-memory stream in a test. The client owns it
+        from now on.
+        """
+        self._stream = stream
+        self._writer = Writer(
+            stream,
+            _innermost(stream),
+            timeout=check_timeout("write_timeout", write_timeout),
+        )
         self._endpoints: Endpoints = endpoints(stream)
         self._timeout = check_timeout("timeout", timeout)
-        self._write_timeout = check_timeout("write_timeout", write_timeout)
         self._buffer = ReceiveBuffer()
         self._reading = False
         self._waited = False
@@ -224,7 +235,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
             TLSError: the TLS layer failed.
             TypeError: ``data`` is not bytes-like.
         """
-        await self._writer.write(data, self._write_timeout)
+        await self._writer.write(data)
 
     async def read_bytes(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
         """Return between 1 and ``max_bytes`` bytes, as soon as any are available.
@@ -297,7 +308,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         unfinished message are kept; call again to go on waiting for it.
 
         Raises:
-            Error: the client was connected without ``framing``.
+            UsageError: the client was connected without ``framing``.
             FramingError: the peer sent a message breaking the framing rules
                 (too big, say). Message boundaries are lost for good, so every
                 later call raises it again; writing still works, but the client
@@ -311,7 +322,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         """
         decoder = self._decoder
         if decoder is None:
-            raise Error("read_message needs a client connected with framing=...")
+            raise UsageError("read_message needs a client connected with framing=...")
         async with self._read_guard():
             if self._framing_error is not None:
                 raise FramingError(
@@ -333,7 +344,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         """Frame ``message`` with the client's ``framing`` and send it.
 
         Raises:
-            Error: the client was connected without ``framing``.
+            UsageError: the client was connected without ``framing``.
             FramingError: the message breaks the framing rules (too big, or it
                 contains the delimiter). Nothing was sent; the client stays usable.
             WriteTimeoutError, ConnectionClosedError, TLSError: as for
@@ -342,9 +353,9 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         """
         check_bytes(message)
         if self._framing is None:
-            raise Error("write_message needs a client connected with framing=...")
+            raise UsageError("write_message needs a client connected with framing=...")
         payload = message if type(message) is bytes else bytes(message)
-        await self._writer.write(self._framing.encode(payload), self._write_timeout)
+        await self._writer.write(self._framing.encode(payload))
 
     def __aiter__(self) -> Client:
         return self
@@ -365,7 +376,7 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
             await trio.lowlevel.checkpoint()
             return
         writer.closed = True
-        await close_stream(writer.stream)
+        await close_stream(self._stream)
 
     async def close(self) -> None:
         """Same as :meth:`aclose` (Ballerina's name)."""
@@ -412,10 +423,10 @@ class Client(ConnectionInfo, trio.abc.AsyncResource):
         timeout = self._timeout
         try:
             if timeout is None:
-                data = await self._writer.stream.receive_some(max_bytes)
+                data = await self._stream.receive_some(max_bytes)
             else:
                 with trio.move_on_after(timeout) as scope:
-                    data = await self._writer.stream.receive_some(max_bytes)
+                    data = await self._stream.receive_some(max_bytes)
                 if scope.cancelled_caught:
                     raise ReadTimeoutError(f"no data received for {timeout:g} s")
         except STREAM_ERRORS as exc:
@@ -504,6 +515,9 @@ def _tls_setup(
     """Build the TLS context (before any socket exists), the name to verify, the handshake limit."""
     if secure_socket is None:
         return None, host, None
+    # TLS configuration (and cryptography, for key files) is loaded only when used.
+    from ._tls import DEFAULT_HANDSHAKE_TIMEOUT, ClientSecureSocket, build_client_context
+
     if isinstance(secure_socket, ssl.SSLContext):
         # A ready context has nowhere to say how long a handshake may take:
         # it gets the default, so a silent server cannot hang the connect.
@@ -529,18 +543,14 @@ async def _handshake(
     server_name: str,
     timeout: float | None,
 ) -> trio.SSLStream[trio.abc.Stream]:
-    """Run the client handshake within ``timeout``; every failure is a :class:`TLSError`.
-
-    On failure the alert OpenSSL wrote (unknown CA, bad certificate, ...) is
-    sent first, so the server can log why; the caller closes the socket.
-    """
+    """Run the client handshake within ``timeout``; every failure is a :class:`TLSError`."""
     ssl_stream = trio.SSLStream(stream, context, server_hostname=server_name)
-    try:
-        with trio.fail_after(math.inf if timeout is None else timeout):
-            await ssl_stream.do_handshake()
-    except trio.TooSlowError as exc:
-        raise TLSError(f"TLS handshake timed out after {timeout:g} s") from exc
-    except STREAM_ERRORS as exc:
-        await send_tls_alert(ssl_stream)
-        raise handshake_error(exc) from exc
+    await handshake(ssl_stream, timeout)
     return ssl_stream
+
+
+def _innermost(stream: trio.abc.Stream) -> trio.abc.Stream:
+    """The transport under any TLS layers: what an aborted write closes."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream

@@ -35,6 +35,35 @@ CLOSE_TIMEOUT = 2.0
 TLS_ALERT_TIMEOUT = 0.5
 #: Deadline for ``on_close`` once a connection ends, shielded from any stop.
 ON_CLOSE_TIMEOUT = 5.0
+#: During a graceful stop, how long a connection that has received no byte at
+#: all may wait for its first one. A client sends right after ``connect()``
+#: returns, so on any sane network its first bytes follow within a round trip;
+#: a silent client must not hold a stop open. Inside the stop's own deadline.
+FIRST_BYTE_GRACE = 0.1
+#: During a graceful stop, the longest wait for the rest of something already
+#: begun (a partial framed message, a partial TLS record), and the bounded wait
+#: that decides "nothing pending" on a stream that offers no non-blocking check.
+#: Each byte that arrives restarts it; the stop's deadline bounds the whole.
+DRAIN_WAIT = 0.1
+#: Lingering close: after the last reply and our FIN, how long the peer's
+#: remaining input is read and discarded before the socket is closed. Closing
+#: with unread input makes the kernel send RST, which destroys replies still
+#: queued for the peer; nginx's ``lingering_time`` defaults to 30 s, but a
+#: peer that has seen our FIN answers at once or never, so 2 s is plenty.
+LINGER_TIME = 2.0
+#: Lingering close: at most this many bytes are discarded before closing anyway,
+#: so a peer that keeps sending cannot hold the connection.
+LINGER_BYTES = 256 * 1024
+#: Replies to the messages of one received chunk are sent together, in one
+#: write, once the chunk is handled (as Netty flushes on read-complete); past
+#: this many bytes they are sent early, so coalescing never grows a buffer
+#: beyond one socket buffer's worth.
+COALESCE_LIMIT = 65536
+#: Default bound of a caller's outbox (``send_nowait``): how far a peer may fall
+#: behind, in bytes waiting in user space beyond what its socket buffers took,
+#: before the overflow policy applies. Memory per connection stays under it;
+#: 256 KiB absorbs bursts of thousands of small fan-out messages.
+DEFAULT_OUTBOX_LIMIT = 256 * 1024
 #: How long a listener with ``proxy_protocol=True`` and no TLS waits for the
 #: PROXY header (with TLS, the ``handshake_timeout`` applies instead). A load
 #: balancer sends it at once, with the connection; 10 s is the default TLS

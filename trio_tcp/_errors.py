@@ -10,20 +10,24 @@
     ├── ConnectionClosedError      end of stream, reset, or closed locally
     ├── ReadTimeoutError           no byte arrived in time (also a TimeoutError)
     ├── WriteTimeoutError          a write did not finish in time (also a TimeoutError)
-    └── FramingError               a message broke the framing rules or a size limit
 
 The exception that caused an error is always kept as ``__cause__``.
-Programming errors are *not* mapped: a ``TypeError`` for a wrong argument type,
-or :class:`trio.BusyResourceError` for two tasks reading at once, stay what
-they are, and so do :class:`trio.Cancelled` and :class:`KeyboardInterrupt`.
+
+Who is at fault decides the type. A peer or the network: the I/O errors above.
+The caller, with a value of the right type that is out of range:
+:class:`ConfigurationError` (a :class:`ValueError` too). The caller, with a
+call the object's *state* does not allow (a second service attached, a
+listener served twice): :class:`UsageError`, also a :class:`RuntimeError`, as
+Python and trio report such misuse. A wrong argument *type* stays a plain
+:class:`TypeError`, and two tasks reading at once stay
+:class:`trio.BusyResourceError`, as trio raises it; :class:`trio.Cancelled`
+and :class:`KeyboardInterrupt` are never touched.
 """
 
 from __future__ import annotations
 
 import errno
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import trio
 
@@ -34,11 +38,12 @@ __all__ = [
     "ConnectionClosedError",
     "Error",
     "FramingError",
+    "OutboxFullError",
     "ReadTimeoutError",
     "TLSError",
+    "UsageError",
     "WriteTimeoutError",
     "handshake_error",
-    "map_stream_errors",
     "stream_error",
 ]
 
@@ -79,6 +84,23 @@ class FramingError(Error):
     """Input or output broke the framing rules, or went over a size limit."""
 
 
+class OutboxFullError(Error):
+    """A caller's outbox went over its limit: the peer does not read fast enough.
+
+    Raised by :meth:`Caller.send_nowait` under the ``"raise"`` overflow policy;
+    under ``"close"`` (the default) the slow peer's connection is closed and
+    its ``on_error`` gets this error.
+    """
+
+
+class UsageError(Error, RuntimeError):
+    """The call is not allowed in the object's current state (a programming error).
+
+    For example attaching a second service, serving a listener that is
+    already serving, or ``write_message`` without a framing.
+    """
+
+
 # Errno values that mean "the peer went away", reported as a reset rather than
 # as a generic I/O failure so logs say who ended the connection.
 _PEER_GONE = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT})
@@ -87,8 +109,9 @@ _PEER_GONE = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno
 def stream_error(exc: BaseException) -> Error:
     """Translate an exception raised by a trio stream operation into an :class:`Error`.
 
-    The caller raises the result ``from exc``. This is the single table that
-    decides which trio_tcp error a stream failure becomes:
+    The result has ``exc`` as its ``__cause__`` already (raise it ``from exc``
+    all the same, for readers). This is the single table that decides which
+    trio_tcp error a stream failure becomes:
 
     ==================================================  =========================
     raised by trio / the OS                             becomes
@@ -103,6 +126,12 @@ def stream_error(exc: BaseException) -> Error:
     """
     if isinstance(exc, Error):
         return exc
+    error = _translate(exc)
+    error.__cause__ = exc
+    return error
+
+
+def _translate(exc: BaseException) -> Error:
     cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
     if isinstance(cause, ssl.SSLError):
         return _tls_error(cause)
@@ -126,11 +155,14 @@ def handshake_error(exc: BaseException) -> TLSError:
     """
     cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
     if isinstance(cause, ssl.SSLEOFError):
-        return TLSError("the peer closed the connection during the TLS handshake")
-    error = stream_error(exc)
-    if isinstance(error, TLSError):
-        return error
-    return TLSError(f"{error} during the TLS handshake")
+        error = TLSError("the peer closed the connection during the TLS handshake")
+    else:
+        translated = stream_error(exc)
+        if isinstance(translated, TLSError):
+            return translated
+        error = TLSError(f"{translated} during the TLS handshake")
+    error.__cause__ = exc
+    return error
 
 
 # OpenSSL reason codes a user meets on a failed handshake, said in words.
@@ -184,14 +216,3 @@ STREAM_ERRORS: tuple[type[BaseException], ...] = (
     ssl.SSLError,
     OSError,
 )
-
-
-@contextmanager
-def map_stream_errors() -> Iterator[None]:
-    """Re-raise stream failures as :class:`Error` subclasses, cause attached."""
-    try:
-        yield
-    except Error:
-        raise  # already ours (ReadTimeoutError is an OSError too, via TimeoutError)
-    except STREAM_ERRORS as exc:
-        raise stream_error(exc) from exc

@@ -40,6 +40,7 @@ __all__ = [
     "V2_SIGNATURE",
     "ProxyHeader",
     "ProxyHeaderParser",
+    "ProxyInfo",
 ]
 
 #: The spec's limit on a version 1 line, ``\r\n`` included: the longest valid
@@ -66,6 +67,9 @@ class ProxyHeader:
 
     Attributes:
         version: 1 (text) or 2 (binary).
+        command: ``"PROXY"`` (a relayed client connection) or ``"LOCAL"`` (a
+            version 2 connection of the load balancer's own, such as a health
+            check).
         source: the real client's ``(host, port)``; ``None`` when the header
             gives no address (``PROXY UNKNOWN``, a version 2 ``LOCAL`` command
             such as a load balancer's health check, the ``UNSPEC`` family, or
@@ -77,6 +81,35 @@ class ProxyHeader:
     version: int
     source: tuple[str, int] | None
     destination: tuple[str, int] | None
+    command: str = "PROXY"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyInfo:
+    """How a connection reached the listener through a load balancer: ``caller.proxy``.
+
+    ``caller.remote_host`` / ``remote_port`` already give the real client's
+    address from the header; this tells the rest, so a service can tell a
+    load balancer's health check (``command == "LOCAL"``, or no payload at
+    all) from a client, and log which balancer relayed a connection.
+
+    Attributes:
+        version: the PROXY protocol version of the header, 1 or 2.
+        command: ``"PROXY"`` (a relayed client) or ``"LOCAL"`` (the load
+            balancer's own connection, e.g. a health check; version 2 only).
+        source: the client's ``(host, port)`` as the header gave it, or
+            ``None`` when it gave none (``LOCAL``, ``PROXY UNKNOWN``).
+        destination: the address the client connected to, or ``None``.
+        proxy_host: the TCP peer of the connection: the load balancer.
+        proxy_port: its port.
+    """
+
+    version: int
+    command: str
+    source: tuple[str, int] | None
+    destination: tuple[str, int] | None
+    proxy_host: str
+    proxy_port: int
 
 
 class ProxyHeaderParser:
@@ -198,7 +231,7 @@ class ProxyHeaderParser:
         if command == _LOCAL:
             # A connection of the load balancer's own (a health check): the
             # spec says to use the real addresses and ignore the block.
-            return ProxyHeader(version=2, source=None, destination=None), end
+            return ProxyHeader(version=2, source=None, destination=None, command="LOCAL"), end
         if command != _PROXY:
             raise FramingError(f"PROXY v2 header with unknown command {command:#x}")
         size = _V2_ADDRESS_SIZES.get(family)

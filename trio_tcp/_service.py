@@ -44,6 +44,12 @@ class ConnectionService:
     writes nothing. With a ``framing`` attribute (see :mod:`trio_tcp.framing`)
     ``on_bytes`` receives one whole message per call and its return value is
     framed.
+
+    ``on_stop()`` is optional too (this base has none): it is called when the
+    listener's graceful stop reaches the connection, after the input that had
+    already arrived was handled. It is the place for a protocol's own goodbye:
+    a bytes-like value it returns is written (framed, with a framing), then
+    the connection closes.
     """
 
     async def on_error(self, err: Error) -> None:
@@ -114,12 +120,11 @@ def callback_shape(callback: Callable[..., Any]) -> tuple[bool, int, int]:
 
 
 class Callbacks:
-    """A connection service's callbacks, resolved once per connection."""
+    """A connection service's per-chunk callback and framing, resolved once per connection."""
 
-    __slots__ = ("bytes_async", "framing", "on_bytes", "service")
+    __slots__ = ("bytes_async", "framing", "on_bytes")
 
     def __init__(self, service: object, caller: Caller) -> None:
-        self.service = service
         framing = getattr(service, "framing", None)
         self.framing: Framing | None = None if framing is None else check_framing(framing)
         on_bytes: Callable[..., Any] | None = getattr(service, "on_bytes", None)

@@ -20,13 +20,28 @@ with trio's public low-level I/O (``wait_readable``, ``wait_writable``,
 
 It is the transport under :class:`trio.SSLStream` too, so TLS gets the same
 savings on every record.
+
+Closing follows trio's protocol for ``notify_closing``: the stream is marked
+closed first (so no new operation starts), then tasks blocked on the socket
+are woken with :class:`trio.ClosedResourceError`, then the socket is closed,
+all without a checkpoint in between. Nothing else calls ``notify_closing``:
+a reader is woken by cancelling its own scope, never by pretending to close.
+
+Beyond the trio contract, it answers two questions a graceful stop asks
+without reading: how many bytes wait in the kernel (:meth:`pending_input`),
+and it keeps the peer's address as ``accept()`` returned it (:attr:`peer`),
+which a peer that resets at once can no longer take from the socket.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import socket
+import struct
+import sys
+import termios
 
 import trio
 from trio.lowlevel import (
@@ -40,7 +55,7 @@ from trio.lowlevel import (
 
 from ._config import RECEIVE_SIZE
 
-__all__ = ["TCPStream", "from_trio_socket", "prepare_socket"]
+__all__ = ["TCPStream", "from_trio_socket", "pending_bytes", "prepare_socket", "unacked_bytes"]
 
 # errnos that mean "this socket was closed under us", as trio treats them.
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
@@ -51,14 +66,47 @@ _NOTSENT_LOWAT = 2**14
 
 
 def prepare_socket(sock: socket.socket) -> None:
-    """Make a connected TCP socket non-blocking, with Nagle off (latency over batching)."""
+    """Make a connected socket non-blocking; on TCP, Nagle off (latency over batching).
+
+    Each option is tried on its own: a socket that refuses one (not TCP, an
+    old kernel without ``TCP_NOTSENT_LOWAT``) still gets the others.
+    """
     sock.setblocking(False)
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, _NOTSENT_LOWAT)
-    except OSError:  # pragma: no cover - not a TCP socket (a socketpair in a test)
-        pass
+
+
+#: ``SIOCOUTQ`` (Linux): bytes of the send queue the peer has not acknowledged.
+_OUTQ = getattr(termios, "TIOCOUTQ", None) if sys.platform.startswith("linux") else None
+
+
+def unacked_bytes(fileno: int) -> int | None:
+    """Bytes sent on a socket that the peer has not acknowledged yet (``SIOCOUTQ``).
+
+    ``None`` where the platform cannot tell. Once it is 0, everything written
+    has reached the peer's kernel, and no later reset can destroy it.
+    """
+    if _OUTQ is None:
+        return None
+    try:
+        raw = fcntl.ioctl(fileno, _OUTQ, b"\0\0\0\0")
+    except OSError:
+        return None
+    count: int = struct.unpack("i", raw)[0]
+    return count
+
+
+def pending_bytes(fileno: int) -> int:
+    """Bytes waiting in the kernel's receive queue of a socket (``FIONREAD``); 0 if unknown."""
+    try:
+        raw = fcntl.ioctl(fileno, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    count: int = struct.unpack("i", raw)[0]
+    return count
 
 
 def from_trio_socket(trio_socket: trio.socket.SocketType) -> socket.socket:
@@ -79,15 +127,36 @@ class TCPStream(trio.abc.HalfCloseableStream):
     Args:
         sock: a connected stdlib ``SOCK_STREAM`` socket, already prepared
             with :func:`prepare_socket`. The stream owns it from now on.
+        peer: the peer's address as ``accept()`` returned it, if known.
+
+    Raises:
+        ValueError: ``sock`` is a blocking socket (it would freeze the run loop).
     """
 
-    __slots__ = ("_receiving", "_sending", "_shut_wr", "socket")
+    __slots__ = ("_closed", "_receiving", "_sending", "_shut_wr", "peer", "socket")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, peer: object = None) -> None:
+        if sock.gettimeout() != 0.0:
+            raise ValueError("TCPStream needs a non-blocking socket: call prepare_socket() first")
         self.socket = sock
+        #: The peer's address from ``accept()``, or ``None``.
+        self.peer = peer
+        self._closed = False
         self._receiving = False
         self._sending = False
         self._shut_wr = False
+
+    def pending_input(self) -> int:
+        """Bytes already received and not yet read (0 once closed); never blocks."""
+        if self._closed:
+            return 0
+        return pending_bytes(self.socket.fileno())
+
+    def unacked_output(self) -> int | None:
+        """Bytes sent and not yet acknowledged by the peer (``None``: cannot tell)."""
+        if self._closed:
+            return 0
+        return unacked_bytes(self.socket.fileno())
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Receive at most ``max_bytes`` bytes; ``b""`` only at end of stream."""
@@ -97,6 +166,9 @@ class TCPStream(trio.abc.HalfCloseableStream):
             raise ValueError("max_bytes must be >= 1")
         if self._receiving:
             raise trio.BusyResourceError("another task is currently receiving on this stream")
+        if self._closed:
+            await checkpoint()
+            raise trio.ClosedResourceError("this stream was already closed")
         self._receiving = True
         sock = self.socket
         try:
@@ -121,11 +193,23 @@ class TCPStream(trio.abc.HalfCloseableStream):
         finally:
             self._receiving = False
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Send all of ``data``; on failure or cancellation, an unknown part may be sent."""
+    async def send_all(
+        self, data: bytes | bytearray | memoryview, *, stall_timeout: float | None = None
+    ) -> None:
+        """Send all of ``data``; on failure or cancellation, an unknown part may be sent.
+
+        Args:
+            stall_timeout: raise :class:`trio.TooSlowError` if the socket takes
+                no byte for this many seconds (``None``: wait as long as it
+                takes). Only a send that has to wait pays for the timer.
+        """
         if self._sending:
             raise trio.BusyResourceError("another task is currently sending on this stream")
+        if self._closed:
+            await checkpoint()
+            raise trio.ClosedResourceError("this stream was already closed")
         if self._shut_wr:
+            await checkpoint()
             raise trio.ClosedResourceError("can't send data after sending EOF")
         self._sending = True
         sock = self.socket
@@ -141,7 +225,14 @@ class TCPStream(trio.abc.HalfCloseableStream):
             with memoryview(data) as view:
                 remaining = view[sent:]
                 while remaining:
-                    await wait_writable(sock)
+                    if stall_timeout is None:
+                        await wait_writable(sock)
+                    else:
+                        # Re-armed after every wait: a timeout on progress, not on the whole.
+                        with trio.move_on_after(stall_timeout) as scope:
+                            await wait_writable(sock)
+                        if scope.cancelled_caught:
+                            raise trio.TooSlowError(f"no byte sent for {stall_timeout:g} s")
                     with contextlib.suppress(BlockingIOError):  # spurious wakeup
                         remaining = remaining[sock.send(remaining) :]
         except OSError as exc:
@@ -153,8 +244,9 @@ class TCPStream(trio.abc.HalfCloseableStream):
         """Wait until the socket can take more data."""
         if self._sending:
             raise trio.BusyResourceError("another task is currently sending on this stream")
-        if self.socket.fileno() == -1:
-            raise trio.ClosedResourceError("this socket was already closed")
+        if self._closed:
+            await checkpoint()
+            raise trio.ClosedResourceError("this stream was already closed")
         self._sending = True
         try:
             await wait_writable(self.socket)
@@ -168,6 +260,8 @@ class TCPStream(trio.abc.HalfCloseableStream):
         self._sending = True  # held across the checkpoint: a send_all meanwhile is Busy
         try:
             await checkpoint()
+            if self._closed:
+                raise trio.ClosedResourceError("this stream was already closed")
             if self._shut_wr:
                 return
             self._shut_wr = True
@@ -178,21 +272,18 @@ class TCPStream(trio.abc.HalfCloseableStream):
         finally:
             self._sending = False
 
-    def abort_receive(self) -> None:
-        """Wake a task blocked in :meth:`receive_some` with :class:`trio.ClosedResourceError`.
-
-        For a stream that is about to be closed: it is trio's ``notify_closing``,
-        without the close, so the owner of the stream can close it in its own
-        task (the connection driver uses it to stop a read without paying for
-        a cancel scope per connection).
-        """
-        if self.socket.fileno() != -1:
-            notify_closing(self.socket)
-
     async def aclose(self) -> None:
         """Close the socket; tasks blocked on it get :class:`trio.ClosedResourceError`."""
-        sock = self.socket
-        if sock.fileno() != -1:
-            notify_closing(sock)
-            sock.close()
+        self.close_now()
         await checkpoint()
+
+    def close_now(self) -> None:
+        """Close at once, without a checkpoint (for cleanup that must not be interrupted)."""
+        if self._closed:
+            return
+        # Marked first, then waiters woken, then closed: trio's notify_closing
+        # protocol, with no checkpoint in between.
+        self._closed = True
+        sock = self.socket
+        notify_closing(sock)
+        sock.close()

@@ -30,12 +30,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Literal, TypeAlias
 
 from ._ciphers import select_ciphers
 from ._config import check_timeout
 from ._errors import ConfigurationError
-from ._tls_files import ca_file_pem, load_cert_key, load_keystore, truststore_pem
 
 __all__ = [
     "CertKey",
@@ -46,7 +45,6 @@ __all__ = [
     "TrustStore",
     "build_client_context",
     "build_server_context",
-    "peer_tls_details",
 ]
 
 logger = logging.getLogger("trio_tcp")
@@ -101,16 +99,24 @@ def _check_password(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
 
 
-def _as_tuple(owner: object, name: str, value: object) -> tuple[str, ...]:
-    """Store a list or tuple of names as a tuple (hashable), or raise TypeError."""
+def _as_tuple(name: str, value: object) -> tuple[str, ...]:
+    """Return a list or tuple of names as a tuple (hashable), or raise TypeError."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise TypeError(f"{name} must be a list or tuple of str, got {type(value).__name__}")
     for item in value:
         if not isinstance(item, str):
             raise TypeError(f"{name} entries must be str, got {type(item).__name__}")
-    result = tuple(value)
-    object.__setattr__(owner, name.rpartition(".")[2], result)
-    return result
+    return tuple(value)
+
+
+def _normalise(cfg: object, **values: object) -> None:
+    """Store checked values on a frozen config in ``__post_init__``, the one place that may.
+
+    A list given where a tuple is declared becomes a tuple (so the config
+    stays hashable), an int timeout a float.
+    """
+    for name, value in values.items():
+        object.__setattr__(cfg, name, value)
 
 
 def _check_trust_source(name: str, value: object) -> None:
@@ -119,20 +125,24 @@ def _check_trust_source(name: str, value: object) -> None:
 
 
 def _check_common(cfg: ListenerSecureSocket | ClientSecureSocket, owner: str) -> None:
-    """Checks shared by both sides: protocol, ciphers, timeouts."""
+    """Checks shared by both sides: protocol, ciphers, timeouts (normalised in place)."""
     if cfg.protocol is not None and not isinstance(cfg.protocol, TLSProtocol):
         raise TypeError(f"{owner}.protocol must be a TLSProtocol or None")
-    ciphers = _as_tuple(cfg, f"{owner}.ciphers", cfg.ciphers)
+    ciphers = _as_tuple(f"{owner}.ciphers", cfg.ciphers)
     selected = select_ciphers(ciphers, f"{owner}.ciphers")
     if selected and _span(cfg.protocol)[0] == ssl.TLSVersion.TLSv1_3:
         raise ConfigurationError(
             f"{owner}.ciphers restricts TLS 1.2 and older only, but the protocol allows "
             "only TLSv1.3: the list would have no effect"
         )
-    timeout = check_timeout(f"{owner}.handshake_timeout", cfg.handshake_timeout, allow_zero=False)
-    object.__setattr__(cfg, "handshake_timeout", timeout)
-    session = check_timeout(f"{owner}.session_timeout", cfg.session_timeout)
-    object.__setattr__(cfg, "session_timeout", session)
+    _normalise(
+        cfg,
+        ciphers=ciphers,
+        handshake_timeout=check_timeout(
+            f"{owner}.handshake_timeout", cfg.handshake_timeout, allow_zero=False
+        ),
+        session_timeout=check_timeout(f"{owner}.session_timeout", cfg.session_timeout),
+    )
 
 
 def _span(protocol: TLSProtocol | None) -> tuple[ssl.TLSVersion, ssl.TLSVersion]:
@@ -225,7 +235,8 @@ class TLSProtocol:
             raise ConfigurationError(
                 f"TLSProtocol.name must be 'TLS', got {self.name!r} (only TLS is supported)"
             )
-        versions = _as_tuple(self, "TLSProtocol.versions", self.versions)
+        versions = _as_tuple("TLSProtocol.versions", self.versions)
+        _normalise(self, versions=versions)
         if not versions:
             raise ConfigurationError(f"TLSProtocol.versions is empty; valid: {_VERSION_NAMES}")
         for version in versions:
@@ -347,7 +358,7 @@ class ClientSecureSocket:
         if not self.enable:
             ciphers: object = self.ciphers
             if isinstance(ciphers, list):  # stay hashable; nothing else is looked at
-                object.__setattr__(self, "ciphers", tuple(ciphers))
+                _normalise(self, ciphers=tuple(ciphers))
             return
         if self.cert is not None:
             _check_trust_source("ClientSecureSocket.cert", self.cert)
@@ -372,6 +383,9 @@ class ClientSecureSocket:
 
 
 def _load_identity(ctx: ssl.SSLContext, key: CertKey | KeyStore, where: str) -> None:
+    # Reading key files needs cryptography: imported here, never by ``import trio_tcp``.
+    from ._tls_files import load_cert_key, load_keystore
+
     if isinstance(key, CertKey):
         load_cert_key(ctx, key.cert_file, key.key_file, key.key_password, where)
     else:
@@ -379,6 +393,8 @@ def _load_identity(ctx: ssl.SSLContext, key: CertKey | KeyStore, where: str) -> 
 
 
 def _trusted_pem(source: StrPath | TrustStore, where: str) -> str:
+    from ._tls_files import ca_file_pem, truststore_pem
+
     if isinstance(source, TrustStore):
         return truststore_pem(source.path, source.password, where)
     return ca_file_pem(source, where)
@@ -536,36 +552,3 @@ def build_client_context(config: ClientSecureSocket) -> ssl.SSLContext:
             _load_identity(ctx, config.key, f"{where}.key")
         _apply_session_timeout(ctx, config.session_timeout, where, server=False)
     return ctx
-
-
-class _TLSObject(Protocol):
-    def version(self) -> str | None: ...
-    def cipher(self) -> tuple[str, str, int] | None: ...
-    def getpeercert(self) -> object: ...
-
-
-def peer_tls_details(
-    ssl_object: _TLSObject,
-) -> tuple[str | None, str | None, dict[str, Any] | None]:
-    """Describe a finished handshake: negotiated version, cipher and peer certificate.
-
-    Args:
-        ssl_object: An :class:`ssl.SSLObject`, or a :class:`trio.SSLStream`
-            (which forwards these methods) after its handshake.
-
-    Returns:
-        ``(version, cipher, peer_certificate)``: e.g. ``("TLSv1.3",
-        "TLS_AES_256_GCM_SHA384", {...})``. The certificate is the
-        :meth:`ssl.SSLObject.getpeercert` dict, or ``None`` when the peer sent
-        none or it was not verified. Before the handshake all three are ``None``.
-    """
-    version = ssl_object.version()
-    if version is None:  # no handshake yet: getpeercert() would raise
-        return None, None, None
-    cipher = ssl_object.cipher()
-    cert = ssl_object.getpeercert()
-    return (
-        version,
-        cipher[0] if cipher else None,
-        cert if isinstance(cert, dict) and cert else None,
-    )

@@ -1,0 +1,108 @@
+"""Binding a listener's TCP sockets: every address family on one port number.
+
+This does what :func:`trio.open_tcp_listeners` does — a passive
+``getaddrinfo`` (``host=None`` gives every interface, IPv4 and IPv6),
+``SO_REUSEADDR`` so a restarted server can bind while old connections sit in
+TIME_WAIT, ``IPV6_V6ONLY`` so each family has its own socket, the system's
+largest backlog unless told otherwise — and adds what a listener needs and
+trio cannot give:
+
+* **one port number for every family**, even with port 0 (trio would give
+  IPv4 and IPv6 different ephemeral ports): the first socket picks the port,
+  the others bind to it, and if another process took it for some family in
+  between, the whole set is tried again with a fresh port;
+* **``SO_REUSEPORT``** on request, which must be set before ``bind``, so
+  several processes can share the port.
+
+The result is plain non-blocking stdlib sockets, served by
+:class:`~trio_tcp._tcplistener.TCPListener`.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import trio
+
+from ._errors import BindError
+
+__all__ = ["bind_tcp"]
+
+# More than any kernel allows, so the kernel's own maximum applies
+# (net.core.somaxconn on Linux): trio's default too.
+_MAX_BACKLOG = 0xFFFF
+# Port 0 re-binding may lose a race with another process for the chosen port.
+_SAME_PORT_ATTEMPTS = 8
+
+
+async def bind_tcp(
+    port: int, host: str | None, backlog: int | None, *, reuse_port: bool = False
+) -> list[socket.socket]:
+    """Listen on every address of ``host`` (``None``: every interface), all on one port.
+
+    Returns:
+        Non-blocking listening sockets, IPv4 first where both families are bound.
+
+    Raises:
+        BindError: the host is unknown, or an address is in use, not local or
+            not permitted.
+    """
+    where = f"{host or '*'}:{port}"
+    try:
+        addresses = await trio.socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        raise BindError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+    # getaddrinfo may list an address twice (once per protocol on some systems).
+    unique = list(dict.fromkeys((family, sockaddr) for family, _, _, _, sockaddr in addresses))
+    unique.sort(key=lambda item: item[0] != socket.AF_INET)  # IPv4 first: it picks the port
+    queue = _MAX_BACKLOG if backlog is None else min(backlog, _MAX_BACKLOG)
+    for _ in range(_SAME_PORT_ATTEMPTS):
+        sockets: list[socket.socket] = []
+        chosen = port
+        try:
+            for family, sockaddr in unique:
+                sock = _open(family, reuse_port=reuse_port)
+                if sock is None:
+                    continue
+                sockets.append(sock)
+                sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
+                sock.listen(queue)
+                chosen = sock.getsockname()[1]  # port 0: the rest take the first one's
+        except OSError as exc:
+            _close(sockets)
+            if port == 0 and exc.errno == errno.EADDRINUSE and len(sockets) > 1:
+                continue  # the chosen port is taken on a later family: try a fresh one
+            raise BindError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+        if not sockets:
+            raise BindError(f"cannot listen on {where}: no supported address family")
+        return sockets
+    raise BindError(f"cannot listen on {where}: no port free on every address family")
+
+
+def _open(family: int, *, reuse_port: bool) -> socket.socket | None:
+    """A non-blocking TCP socket with the options set; ``None`` if the family is missing."""
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        if exc.errno == errno.EAFNOSUPPORT:
+            return None  # no IPv6 on this machine, say: skip the family, as trio does
+        raise
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
