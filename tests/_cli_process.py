@@ -12,7 +12,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -150,9 +150,15 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(*args: str, port: bool = True, **options: Any) -> AsyncIterator[Served]:
-    """``trio-tcp serve --port 0 ARGS`` (without ``--port 0`` if not ``port``), killed on exit."""
-    command = [*CLI, "serve", *(["--port", "0"] if port else []), *args]
+async def serving(
+    *args: str, port: bool = True, cli: Sequence[str] = CLI, **options: Any
+) -> AsyncIterator[Served]:
+    """``trio-tcp serve --port 0 ARGS``, killed on exit.
+
+    Without ``--port 0`` if not ``port``; ``cli`` is how to run ``trio-tcp``;
+    ``options`` go to :func:`trio.lowlevel.open_process`.
+    """
+    command = [*cli, "serve", *(["--port", "0"] if port else []), *args]
     process = await trio.lowlevel.open_process(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options
     )
@@ -170,6 +176,8 @@ async def serving(*args: str, port: bool = True, **options: Any) -> AsyncIterato
                 process.kill()
     finally:
         await finish(process)
+    # Whatever the test checked, no process of the command may have crashed or warned.
+    assert not re.search(rb"Traceback|Warning:", served.err), bytes(served.err).decode()
 
 
 async def finish(process: trio.Process) -> None:

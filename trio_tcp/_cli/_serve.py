@@ -1,4 +1,4 @@
-"""Run a service -- yours (``APP``) or a built-in echo, discard or chat -- until Ctrl-C or SIGTERM.
+"""Run a service -- yours (APP) or a built-in echo, discard or chat -- until Ctrl-C or SIGTERM.
 
 The first line on stdout is ``listening on HOST:PORT`` (with ``--port 0``, the
 port the system picked); it is the only line there, so a script can read it.
@@ -9,44 +9,23 @@ The first Ctrl-C (or SIGTERM) stops accepting and lets connections finish
 for up to ``--grace`` seconds; a second one cancels them at once. Either way
 each connection's ``on_close`` still runs, under its own deadline, and the
 command exits with status 0.
+
+This module is the command line; the work is done by :mod:`._serving` (one
+process), :mod:`._supervisor` and :mod:`._worker` (``--workers N``), with
+sockets from :mod:`._sockets` (``--fd``, systemd socket activation).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import signal
-from collections.abc import Awaitable, Callable
+import socket
 
-import trio
+from . import _app, _sockets, _supervisor, _worker
+from ._modes import FRAMINGS, MODES
+from ._options import UsageError, count, port, positive_seconds, seconds
+from ._serving import ON_CLOSE_TIMEOUT, serve_here
 
-import trio_tcp
-
-from . import _app
-from ._log import log
-from ._modes import FRAMINGS, MODES, ModeServer
-from ._options import (
-    UsageError,
-    count,
-    endpoint,
-    format_bytes,
-    port,
-    positive_seconds,
-    read_password,
-    seconds,
-)
-
-__all__ = [
-    "EPILOG",
-    "HELP",
-    "ON_CLOSE_TIMEOUT",
-    "add_arguments",
-    "check",
-    "listener_options",
-    "load_service",
-    "run",
-    "serve_until_stopped",
-]
+__all__ = ["EPILOG", "HELP", "add_arguments", "check", "inherited_sockets", "run"]
 
 HELP = "run your service (APP) or an echo, discard or chat listener until Ctrl-C"
 EPILOG = """\
@@ -62,6 +41,8 @@ examples:
   trio-tcp serve                               # echo on 127.0.0.1:3000
   trio-tcp serve myapp:service --port 4000     # your service, from ./myapp.py
   trio-tcp serve myapp:Service --app-dir src   # a class, from src/myapp.py
+  trio-tcp serve myapp:service --workers 4     # 4 processes, one socket
+  trio-tcp serve myapp:service --fd 3          # a listening socket inherited as fd 3
   trio-tcp serve --port 0 --mode discard       # any free port, printed first
   trio-tcp serve --host '*' --mode chat --framing lines
   trio-tcp serve --tls-cert certs/server.pem --tls-key certs/server.key
@@ -72,12 +53,15 @@ examples:
 stopping: the first Ctrl-C or SIGTERM stops accepting and gives connections
 --grace seconds to finish, then cancels them; each on_close then still gets
 up to 5 s. So a stop takes at most --grace + 5 s. A second signal stops at once.
-"""
 
-#: The library's deadline for each ``on_close`` once a connection ends
-#: (``trio_tcp``'s ``ON_CLOSE_TIMEOUT``): it runs even after ``--grace``, so
-#: a stop can take this much longer than the grace.
-ON_CLOSE_TIMEOUT = 5.0
+workers: with --workers N a supervisor owns the listening socket and runs N
+worker processes that accept on it. It restarts a worker that dies (with a
+growing delay), SIGHUP replaces the workers one by one with fresh ones that
+import APP again (the new one serving before the old one stops; if the new
+code fails, the old workers keep serving), and SIGTERM or Ctrl-C stops them
+all within the same bound. Under systemd socket activation (LISTEN_FDS) the
+supervisor, or the single process, serves the sockets systemd passed.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +85,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--port", type=port, default=3000, help="port; 0 picks a free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=count,
+        default=1,
+        metavar="N",
+        help="run N worker processes on one listening socket, under a supervisor "
+        "(default: %(default)s, in this process)",
+    )
+    parser.add_argument(
+        "--fd",
+        type=_descriptor,
+        action="append",
+        metavar="N",
+        help="serve the listening socket inherited as file descriptor N (repeatable); "
+        "--host and --port are then unused",
     )
     parser.add_argument("--mode", choices=MODES, help="built-in service (default: echo)")
     parser.add_argument(
@@ -140,6 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also log TLS handshake failures"
     )
+    # How a supervisor hands a worker its sockets and its control socket (see _worker).
+    parser.add_argument("--worker-control", type=_descriptor, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-sockets", type=_descriptors, help=argparse.SUPPRESS)
     tls = parser.add_argument_group("TLS")
     tls.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM)")
     tls.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
@@ -171,126 +174,46 @@ def check(args: argparse.Namespace) -> None:
         _app.check_spec(args.app)
         if args.mode is not None or args.framing is not None:
             raise UsageError("--mode and --framing choose a built-in service; APP is your own")
+    if args.workers > 1 and args.mode == "chat":
+        raise UsageError("--mode chat keeps its members in one process: it cannot use --workers")
+    if args.fd and args.reuse_port:
+        raise UsageError("--reuse-port applies to a socket trio-tcp binds, not to --fd")
 
 
-def _secure_socket(args: argparse.Namespace) -> trio_tcp.ListenerSecureSocket | None:
-    password = None if args.tls_password_file is None else read_password(args.tls_password_file)
-    key: trio_tcp.CertKey | trio_tcp.KeyStore
-    if args.tls_keystore is not None:
-        key = trio_tcp.KeyStore(path=args.tls_keystore, password=password)
-    elif args.tls_cert is not None:
-        key = trio_tcp.CertKey(
-            cert_file=args.tls_cert, key_file=args.tls_key, key_password=password
-        )
-    else:
-        return None
-    if args.tls_client_ca is None:
-        return trio_tcp.ListenerSecureSocket(key=key)
-    return trio_tcp.ListenerSecureSocket(
-        key=key, client_auth="require", client_cert=args.tls_client_ca
-    )
+def _descriptor(text: str) -> int:
+    """A file descriptor number (0 or more)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
-def host_of(args: argparse.Namespace) -> str | None:
-    """The address to bind: ``None`` for every interface."""
-    return None if args.host in ("*", "") else str(args.host)
+def _descriptors(text: str) -> list[int]:
+    return [_descriptor(part) for part in text.split(",")]
 
 
-def listener_options(args: argparse.Namespace) -> trio_tcp.ListenerOptions:
-    """The :class:`trio_tcp.Listener` keywords the options ask for (TLS files are read here)."""
-    return trio_tcp.ListenerOptions(
-        local_host=host_of(args),
-        secure_socket=_secure_socket(args),
-        max_connections=args.max_connections,
-        idle_timeout=args.idle_timeout,
-        proxy_protocol=args.proxy_protocol,
-        reuse_port=args.reuse_port,
-    )
-
-
-def load_service(args: argparse.Namespace) -> trio_tcp.Service:
-    """The service to serve: APP, imported now, or the built-in mode.
-
-    Raises:
-        CommandError: (status 2) APP cannot be loaded.
-    """
-    if args.app is not None:
-        return _app.load(args.app, args.app_dir)
-    return ModeServer(args.mode or "echo", args.framing)
-
-
-def describe_service(args: argparse.Namespace, listener_options: trio_tcp.ListenerOptions) -> str:
-    """``echo mode, plain TCP`` or ``myapp:service, TLS``: the log's first words."""
-    what = args.app if args.app is not None else f"{args.mode or 'echo'} mode"
-    tls = "TLS" if listener_options.get("secure_socket") is not None else "plain TCP"
-    framing = f", {args.framing} framing" if args.framing else ""
-    return f"{what}, {tls}{framing}"
+_descriptor.__name__ = "file descriptor"
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Serve until the first signal; stop gracefully (second signal: at once); return 0."""
-    service = load_service(args)
-    options = listener_options(args)
-    listener = trio_tcp.Listener(args.port, **options)
-    listener.attach(service)
-
-    async def announce() -> None:
-        print(f"listening on {endpoint(options.get('local_host'), listener.port)}", flush=True)
-        log.info("%s; Ctrl-C to stop", describe_service(args, options))
-
-    await serve_until_stopped(listener, listener.serve, grace=args.grace, ready=announce)
-    return 0
+    """Serve: as a worker of a supervisor, as the supervisor of workers, or alone."""
+    if args.worker_control is not None:
+        return await _worker.run(args)
+    sockets = inherited_sockets(args)
+    if args.workers > 1:
+        return await _supervisor.run(args, sockets)
+    return await serve_here(args, sockets)
 
 
-async def serve_until_stopped(
-    listener: trio_tcp.Listener,
-    start: Callable[..., Awaitable[None]],
-    *,
-    grace: float,
-    ready: Callable[[], Awaitable[None]],
-    stop_when: Callable[[trio.MemorySendChannel[str]], Awaitable[None]] | None = None,
-) -> None:
-    """Serve with ``start`` (a ``nursery.start``-able serve method) until stopped; log a summary.
+def inherited_sockets(args: argparse.Namespace) -> list[socket.socket] | None:
+    """The listening sockets of ``--fd`` or systemd socket activation, or ``None``.
 
-    ``ready`` runs once serving. The first SIGINT or SIGTERM -- or the first
-    reason ``stop_when`` sends -- stops the listener gracefully within
-    ``grace`` seconds; the next one stops it at once.
+    Raises:
+        CommandError: a descriptor is not a listening stream socket.
     """
-    # Installed before serving, so a signal that arrives early still stops the
-    # listener gracefully instead of raising KeyboardInterrupt.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            reasons_in, reasons = trio.open_memory_channel[str](math.inf)
-
-            async def serve(*, task_status: trio.TaskStatus[None]) -> None:
-                await start(task_status=task_status)
-                nursery.cancel_scope.cancel()  # stopped: stop waiting for reasons
-
-            async def forward_signals() -> None:
-                async for signum in signals:
-                    reasons_in.send_nowait(signal.Signals(signum).name)
-
-            nursery.start_soon(forward_signals)
-            await nursery.start(serve)
-            if stop_when is not None:
-                nursery.start_soon(stop_when, reasons_in)
-            await ready()
-            stopping = False
-            async for reason in reasons:
-                if not stopping:
-                    stopping = True
-                    active = listener.stats.active_connections
-                    log.info(
-                        "%s: stopping; %d connection(s) get %g s to finish (again to stop now)",
-                        reason, active, grace,
-                    )  # fmt: skip
-                    nursery.start_soon(listener.graceful_stop, None if math.isinf(grace) else grace)
-                else:
-                    log.info("%s: stopping now", reason)
-                    await listener.immediate_stop()
-    stats = listener.stats
-    log.info(
-        "stopped: %d connection(s), %s in, %s out, %d error(s)",
-        stats.total_connections, format_bytes(stats.bytes_received),
-        format_bytes(stats.bytes_sent), stats.errors,
-    )  # fmt: skip
+    activated = _sockets.systemd_fds()  # read (and unset) even with --fd: not for a child
+    if args.fd:
+        return _sockets.from_fds(args.fd, source="--fd")
+    if activated:
+        return _sockets.from_fds(activated, source="LISTEN_FDS")
+    return None
