@@ -504,17 +504,13 @@ async def test_certs_then_tls_serve_and_connect(tmp_path: Path) -> None:
     with trio.fail_after(10):
         async with serving("--tls-cert", cert, "--tls-key", key) as server:
             port = str(server.port)
-            (trusted, untrusted), (silent, dropped) = await both(
-                both(
-                    run_cli(
-                        "connect", "localhost", port, "--cafile", ca, "-q", "0.2", stdin=b"tls\n"
-                    ),
-                    run_cli("connect", LOCAL, port, "--tls", stdin=b"tls\n"),
-                ),
-                both(  # plain clients: too short for a TLS record, or not one
-                    run_cli("connect", LOCAL, port, "-q", "0.2", stdin=b"x\n"),
-                    run_cli("connect", LOCAL, port, "-q", "5", stdin=b"hello, is this TLS?\n"),
-                ),
+            trusted, untrusted = await both(
+                run_cli("connect", "localhost", port, "--cafile", ca, "-q", "0.2", stdin=b"tls\n"),
+                run_cli("connect", LOCAL, port, "--tls", stdin=b"tls\n"),
+            )
+            silent, dropped = await both(  # plain clients: too short for a TLS record, or not one
+                run_cli("connect", LOCAL, port, "-q", "0.2", stdin=b"x\n"),
+                run_cli("connect", LOCAL, port, "-q", "5", stdin=b"hello, is this TLS?\n"),
             )
             await server.wait_for(b"close")
             assert await server.stop() == 0

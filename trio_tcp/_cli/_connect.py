@@ -8,7 +8,7 @@ trio_tcp client cannot half-close). ``--wait inf`` waits for the server to close
 A plain connection to a TLS server is easy to make by mistake and would look
 like silence. So when the server's first bytes are a TLS record, or when it
 was sent bytes but closed or stayed silent without a reply, the command asks
-(a TLS handshake on a second connection, for at most a second) and, if the
+(a TLS handshake on a second connection, for at most two seconds) and, if the
 server speaks TLS, says so, suggests ``--tls``, and exits 1.
 """
 
@@ -58,9 +58,10 @@ Ctrl-C exits with status 130; a refused connection or a TLS failure with 1.
 #: Largest chunk read from stdin at once (a pipe holds 64 KiB on Linux).
 STDIN_CHUNK = 65536
 #: How long the TLS check of a server that gave a plain client no reply may
-#: take: a ServerHello comes within one round trip, and a plain server that
-#: reads without answering (discard) must not delay the exit much.
-TLS_PROBE_TIMEOUT = 1.0
+#: take: a ServerHello comes within one round trip (plus the server's signing,
+#: slower on a busy machine), and a plain server that reads without answering
+#: (discard) must not delay the exit much.
+TLS_PROBE_TIMEOUT = 2.0
 #: TLS record content types (change_cipher_spec, alert, handshake,
 #: application_data); a record starts with one, then version 3.x.
 _TLS_RECORD_TYPES = frozenset({20, 21, 22, 23})
@@ -121,7 +122,7 @@ def looks_like_tls(data: bytes) -> bool:
 
 
 async def speaks_tls(host: str, port: int) -> bool:
-    """Whether the server answers a TLS handshake (certificates unchecked), within a second."""
+    """Whether the server answers a TLS handshake (certificates unchecked) in time."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # only the protocol is in question, not the identity
