@@ -319,7 +319,26 @@ async def test_serve_logs_a_connection_without_data_quietly() -> None:
     assert log.count(" close ") == 1, log
     assert "(#3) after" in log
     assert " error " not in log
-    assert "stopped: 3 connection(s), 4 B in, 4 B out," in log
+    assert "stopped: 3 connection(s) (2 without data), 4 B in, 4 B out, 0 error(s)" in log
+
+
+@pytest.mark.trio
+async def test_serve_logs_a_load_balancer_health_check_at_debug_only() -> None:
+    local = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])  # v2 LOCAL, no address
+    with trio.fail_after(10):
+        async with serving("--proxy-protocol") as server:
+            check = await trio.open_tcp_stream(LOCAL, server.port)
+            async with check:
+                await check.send_all(local)
+            client = await trio.open_tcp_stream(LOCAL, server.port)
+            async with client:
+                await client.send_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 3000\r\nhi")
+                assert await receive_exactly(client, 2) == b"hi"
+            await server.wait_for(b"close 203.0.113.7:40000 (#2)")
+            assert await server.stop() == 0
+    log = server.err.decode()
+    assert log.count(" connect ") == 1, log
+    assert "stopped: 2 connection(s) (1 without data), 2 B in, 2 B out, 0 error(s)" in log
 
 
 # -- signals ----------------------------------------------------------------------------------

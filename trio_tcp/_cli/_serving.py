@@ -180,8 +180,9 @@ async def serve_until_stopped(
                     timeout = None if math.isinf(grace) else grace
                     nursery.start_soon(listener.graceful_stop, timeout)
     stats = listener.stats
+    probes = f" ({stats.aborted} without data)" if stats.aborted else ""
     log.info(
-        "stopped: %d connection(s), %s in, %s out, %d error(s)",
-        stats.total_connections, format_bytes(stats.bytes_received),
+        "stopped: %d connection(s)%s, %s in, %s out, %d error(s)",
+        stats.total_connections, probes, format_bytes(stats.bytes_received),
         format_bytes(stats.bytes_sent), stats.errors,
     )  # fmt: skip
