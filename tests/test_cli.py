@@ -13,6 +13,7 @@ CLI on the public API. Each test bounds itself with ``trio.fail_after``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import io
 import json
@@ -29,7 +30,7 @@ from pathlib import Path
 import pytest
 import trio
 from _cli_process import CLI, LOCAL, both, finish, one_line, run_cli, serving
-from _loopback import receive_exactly, reset
+from _loopback import read_until_eof, receive_exactly, reset
 
 import trio_tcp
 from trio_tcp import _cli
@@ -108,6 +109,21 @@ def test_help_of_each_command_has_examples(
         pytest.param(["serve", "--tls-client-ca", "ca.pem"], "needs --tls-cert", id="ca-no-tls"),
         pytest.param(["serve", "--idle-timeout", "0"], "invalid seconds", id="idle-zero"),
         pytest.param(["serve", "--mode", "shout"], "invalid choice", id="mode"),
+        pytest.param(["serve", "--write-timeout", "0"], "invalid seconds", id="write-timeout"),
+        pytest.param(
+            ["serve", "--trusted-proxy", "10.0.0.0/8"], "needs --proxy-protocol", id="trusted-alone"
+        ),
+        pytest.param(
+            ["serve", "--proxy-protocol", "--trusted-proxy", "10.0.0.300"],
+            "invalid network value",
+            id="trusted-cidr",
+        ),
+        pytest.param(["serve", "--workers", "0"], "invalid count", id="workers"),
+        pytest.param(["serve", "--fd", "-1"], "invalid file descriptor", id="fd"),
+        pytest.param(["serve", "--fd", "3", "--reuse-port"], "--reuse-port applies", id="fd-reuse"),
+        pytest.param(
+            ["serve", "--mode", "chat", "--workers", "2"], "cannot use --workers", id="chat-workers"
+        ),
         pytest.param(["connect", LOCAL], "required: PORT", id="connect-no-port"),
         pytest.param(["connect", LOCAL, "0"], "port 0", id="connect-port-0"),
         pytest.param(["connect", LOCAL, "1", "--key", "k"], "go together", id="key-no-cert"),
@@ -739,3 +755,41 @@ async def test_two_serve_processes_share_a_port_with_reuse_port() -> None:
                     await stream.aclose()
                 assert await second.stop() == 0
             assert await first.stop() == 0
+
+
+@pytest.mark.trio
+async def test_serve_trusted_proxy_serves_only_the_load_balancer() -> None:
+    header = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 3000\r\n"
+    with trio.fail_after(10):
+        async with (
+            serving("--proxy-protocol", "--trusted-proxy", "10.0.0.0/8") as elsewhere,
+            serving("--proxy-protocol", "--trusted-proxy", "::1", "--trusted-proxy", LOCAL) as here,
+        ):
+            trusted = await trio.open_tcp_stream(LOCAL, here.port)
+            async with trusted:
+                await trusted.send_all(header + b"hello")
+                assert await receive_exactly(trusted, 5) == b"hello"
+            untrusted = await trio.open_tcp_stream(LOCAL, elsewhere.port)
+            async with untrusted:
+                await untrusted.send_all(header + b"hello")
+                received, _ = await read_until_eof(untrusted)
+            assert received == b"", "a connection from outside --trusted-proxy was served"
+            await elsewhere.wait_for(b"refused a connection from 127.0.0.1")
+            assert await here.stop() == 0
+            assert await elsewhere.stop() == 0
+    assert b"connect 203.0.113.7:40000 (#1)" in here.err
+
+
+@pytest.mark.trio
+async def test_serve_write_timeout_fails_a_peer_that_stops_reading() -> None:
+    with trio.fail_after(10):
+        async with serving("--write-timeout", "0.3") as server:
+            stream = await trio.open_tcp_stream(LOCAL, server.port)
+            async with stream:
+                # Never read the echo: its write stalls, until the server gives up.
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while True:
+                        await stream.send_all(b"x" * 65536)
+                await server.wait_for(b"a write made no progress for 0.3 s")
+            assert await server.stop() == 0
+    assert re.search(rb"INFO error \S+ \(#1\): a write made no progress", server.err)

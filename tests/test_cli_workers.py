@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 from _cli_process import LOCAL, Served, alive, ask_pid, one_line, run_cli, serving, write_app
+from _loopback import read_until_eof
 
 from trio_tcp._cli import _serving, _supervisor
 from trio_tcp._config import ON_CLOSE_TIMEOUT
@@ -222,6 +223,21 @@ async def test_a_worker_that_cannot_restart_is_retried_while_the_other_serves(
             await server.wait_for(b"trying again in 0.2 s")
             assert {await ask_pid(server.port) for _ in range(5)} == {survivor}
             assert await server.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.trio
+async def test_workers_take_every_listener_option(app_dir: Path) -> None:
+    argv = ["pidecho:service", "--app-dir", str(app_dir), "--workers", "2", "--proxy-protocol"]
+    header = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 3000\r\n"
+    with trio.fail_after(15):
+        async with serving(*argv, "--trusted-proxy", "10.0.0.0/8") as server:
+            stream = await trio.open_tcp_stream(LOCAL, server.port)
+            async with stream:
+                await stream.send_all(header + b"hi\n")
+                received, _ = await read_until_eof(stream)
+            assert received == b"", "a worker served a connection from outside --trusted-proxy"
+            await server.wait_for(b"refused a connection from 127.0.0.1")
+            assert await server.stop() == 0
 
 
 @pytest.mark.trio

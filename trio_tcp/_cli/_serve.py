@@ -18,6 +18,7 @@ sockets from :mod:`._sockets` (``--fd``, systemd socket activation).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
 
 from . import _app, _sockets, _supervisor, _worker
@@ -119,9 +120,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="close connections silent for S seconds",
     )
     parser.add_argument(
+        "--write-timeout",
+        type=positive_seconds,
+        metavar="S",
+        help="fail a connection whose writes make no progress for S seconds "
+        "(a peer that stopped reading)",
+    )
+    parser.add_argument(
         "--proxy-protocol",
         action="store_true",
         help="expect a PROXY protocol v1/v2 header first (behind HAProxy, nginx, a cloud LB)",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        type=_network,
+        action="append",
+        metavar="CIDR",
+        help="with --proxy-protocol, accept headers only from this address or network "
+        "(repeatable; others are refused); default: from anyone who can connect",
     )
     parser.add_argument(
         "--reuse-port",
@@ -176,6 +192,8 @@ def check(args: argparse.Namespace) -> None:
             raise UsageError("--mode and --framing choose a built-in service; APP is your own")
     if args.workers > 1 and args.mode == "chat":
         raise UsageError("--mode chat keeps its members in one process: it cannot use --workers")
+    if args.trusted_proxy and not args.proxy_protocol:
+        raise UsageError("--trusted-proxy needs --proxy-protocol")
     if args.fd and args.reuse_port:
         raise UsageError("--reuse-port applies to a socket trio-tcp binds, not to --fd")
 
@@ -188,11 +206,18 @@ def _descriptor(text: str) -> int:
     return value
 
 
+def _network(text: str) -> str:
+    """An address or network in CIDR notation: ``10.0.0.0/8``, ``192.0.2.7``, ``::1``."""
+    ipaddress.ip_network(text, strict=False)  # ValueError: argparse's one-line error
+    return text
+
+
 def _descriptors(text: str) -> list[int]:
     return [_descriptor(part) for part in text.split(",")]
 
 
 _descriptor.__name__ = "file descriptor"
+_network.__name__ = "network"
 
 
 async def run(args: argparse.Namespace) -> int:

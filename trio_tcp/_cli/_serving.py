@@ -71,7 +71,9 @@ def listener_options(args: argparse.Namespace) -> trio_tcp.ListenerOptions:
         secure_socket=_secure_socket(args),
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
+        write_timeout=args.write_timeout,
         proxy_protocol=args.proxy_protocol,
+        trusted_proxies=args.trusted_proxy,
         reuse_port=args.reuse_port,
     )
 
