@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import trio
 from _cli_process import LOCAL, Served, alive, ask_pid, one_line, run_cli, serving, write_app
 from _loopback import read_until_eof
 
+from trio_tcp import _cli
 from trio_tcp._cli import _serving, _supervisor
+from trio_tcp._cli._options import CommandError, exception_leaves
 from trio_tcp._config import ON_CLOSE_TIMEOUT
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
@@ -263,6 +266,26 @@ async def test_a_bad_app_with_workers_exits_2_with_one_line(tmp_path: Path) -> N
     assert one_line(result.stderr) == (
         "trio-tcp: cannot load APP: importing 'broken' raised ImportError: no such table"
     )
+
+
+@pytest.mark.trio
+async def test_a_worker_that_cannot_be_spawned_is_a_failed_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    argv = ["serve", "--workers", "2", "--port", "0"]
+    args = _cli.build_parser().parse_args(argv)
+    args.argv = argv
+    with trio.fail_after(10):
+        try:
+            await _supervisor.run(args, None)
+        except Exception as exc:  # a group of the nursery's errors
+            leaves = list(exception_leaves(exc))
+        else:
+            pytest.fail("the supervisor started without workers")
+    assert len(leaves) == 1
+    assert isinstance(leaves[0], CommandError)
+    assert str(leaves[0]) == "cannot start a worker: No such file or directory"
 
 
 def test_restart_delays_double_up_to_a_ceiling() -> None:

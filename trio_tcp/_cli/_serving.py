@@ -175,9 +175,10 @@ async def serve_until_stopped(
                 elif not stopping:
                     stopping = True
                     active = listener.stats.active_connections
+                    again = " (again to stop now)" if request.now is None else ""
                     log.info(
-                        "%s: stopping; %d connection(s) get %g s to finish (again to stop now)",
-                        request.reason, active, grace,
+                        "%s: stopping; %d connection(s) get %g s to finish%s",
+                        request.reason, active, grace, again,
                     )  # fmt: skip
                     timeout = None if math.isinf(grace) else grace
                     nursery.start_soon(listener.graceful_stop, timeout)

@@ -173,12 +173,20 @@ class Supervisor:
         Raises:
             _StartFailed: it reported an error, exited, or was not ready in time.
         """
-        mine, theirs = socket.socketpair()
+        # Out of descriptors or processes is a failed start, retried like any
+        # other, never the end of the workers still serving.
+        try:
+            mine, theirs = socket.socketpair()
+        except OSError as exc:
+            raise _StartFailed(f"cannot start a worker: {exc.strerror or exc}") from exc
         worker = _Worker(slot, mine)
         try:
             worker.process = await self.nursery.start(
                 self._run_worker, worker, self._command(theirs.fileno()), theirs.fileno()
             )
+        except OSError as exc:
+            mine.close()
+            raise _StartFailed(f"cannot start a worker: {exc.strerror or exc}") from exc
         finally:
             theirs.close()  # the worker's copy is the only one: its exit ends the stream
         self.live.add(worker)
