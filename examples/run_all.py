@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +126,26 @@ async def framed_rpc() -> None:
         await stop(server, "framed_rpc.py")
 
 
+async def redis() -> None:
+    async with trio.open_nursery() as nursery:
+        server, port = await start_server(nursery, "redis_server.py")
+        cli = shutil.which("redis-cli")
+        if cli is not None:  # a real client, where Debian's redis-tools is installed
+            base = [cli, "-p", str(port)]
+            await trio.run_process([*base, "set", "greeting", "hello world"], capture_stdout=True)
+            result = await trio.run_process([*base, "get", "greeting"], capture_stdout=True)
+            reply = result.stdout.strip()
+            if reply != b"hello world":
+                raise RuntimeError(f"redis-cli get printed {reply!r}")
+            print("ok: redis_server answered redis-cli")
+        else:
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                await stream.send_all(b"*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\nPING\r\n")
+                await read_line_containing(stream, b"+PONG")
+            print("ok: redis_server answered a pipelined ECHO and PING")
+        await stop(server, "redis_server.py")
+
+
 async def read_line_containing(stream: trio.SocketStream, needle: bytes) -> None:
     seen = b""
     while needle not in seen:
@@ -134,7 +155,7 @@ async def read_line_containing(stream: trio.SocketStream, needle: bytes) -> None
         seen += chunk
 
 
-EXAMPLES: list[Callable[[], object]] = [echo, tls_echo, chat, framed_rpc]
+EXAMPLES: list[Callable[[], object]] = [echo, tls_echo, chat, framed_rpc, redis]
 
 
 async def main() -> None:

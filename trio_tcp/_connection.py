@@ -84,7 +84,7 @@ from ._handshake import handshake
 from ._log import RateLimited, log
 from ._proxy import ProxyInfo
 from ._proxy_stream import HeaderProblem, receive_proxy_header
-from ._service import Callbacks, call
+from ._service import Callbacks, ConnectionService, call
 from ._streams import (
     Endpoints,
     TransportView,
@@ -176,11 +176,16 @@ class Connection:
     """
 
     __slots__ = (
+        "_bytes_async",
         "_caller",
         "_closing",
+        "_decode",
+        "_decoder",
+        "_encode",
         "_eof",
         "_handler",
         "_idle",
+        "_on_bytes",
         "_phase",
         "_raw_closed",
         "_scope",
@@ -217,6 +222,12 @@ class Connection:
         self._writer: Writer | None = None
         self._caller: Caller | None = None
         self._handler: object | None = None  # the connection service, once on_connect made one
+        # The service's per-chunk callback and framing, resolved once (see _resolve).
+        self._on_bytes: Callable[[bytes], Any] | None = None
+        self._bytes_async = False
+        self._decoder: Decoder | None = None
+        self._decode: Callable[[bytes], Iterable[bytes]] | None = None
+        self._encode: Callable[[bytes], bytes] | None = None
         # Idle tracking, for the listener's sweep: last byte count seen, and since when.
         self._seen = -1
         self._since = 0.0
@@ -267,7 +278,11 @@ class Connection:
     async def run(self) -> None:
         """Serve the connection to its end; the fault barrier: only cancellation escapes."""
         try:
-            await self._run()
+            # Three steps, so that an idle connection keeps only the read
+            # loop's frame alive, not the opening's.
+            if await self._open():
+                error = await self._serve()
+                await self._finish(error)
         except Exception:
             log.exception("internal error while serving a connection")
         except BaseExceptionGroup as group:
@@ -288,7 +303,7 @@ class Connection:
                     writer.fail_now(None)  # nothing more goes out; wakes the outbox task
                 if not self._raw_closed:
                     await close_now(self.stream)
-                if writer is not None:
+                if writer is not None and writer.has_outbox:
                     with trio.CancelScope(shield=True) as scope:
                         scope.deadline = trio.current_time() + CLOSE_TIMEOUT
                         await writer.stop_outbox()
@@ -302,8 +317,8 @@ class Connection:
                     if self.on_done is not None:
                         self.on_done(self)
 
-    async def _run(self) -> None:
-        """Everything but the final cleanup."""
+    async def _open(self) -> bool:
+        """Header, handshake, ``on_connect``: whether there is a connection service to serve."""
         serving = self.serving
         config = serving.config
         counters = serving.counters
@@ -328,7 +343,7 @@ class Connection:
             if config.untrusted_proxy == "refuse":
                 serving.refusals.note(peer_name(ends))
                 counters.refused += 1
-                return
+                return False
             read_header = False  # served as a direct connection, with its real address
 
         stream: trio.abc.Stream = raw
@@ -340,12 +355,12 @@ class Connection:
             what = "PROXY header" if read_header else "TLS handshake"
             got = await self._first_byte(raw, deadline, limit, ends, what)
             if got is None:
-                return
+                return False
             first = got
             if read_header:
                 opened = await self._read_header(raw, first, deadline, ends)
                 if opened is None:
-                    return
+                    return False
                 header, first = opened
                 proxy = ProxyInfo(
                     version=header.version,
@@ -366,7 +381,7 @@ class Connection:
                 )
                 first = b""
                 if not await self._handshake(stream, deadline, ends):
-                    return
+                    return False
         if first:
             stream = TransportView(raw, first)
 
@@ -383,29 +398,30 @@ class Connection:
             _user_error("on_connect", exc, caller)
             counters.errors += 1
             await self._close_orderly(stream, raw)
-            return
+            return False
         if connection_service is None:
             await self._close_orderly(stream, raw)
             self._count_if_aborted(error=False)
-            return
+            return False
         self._handler = connection_service
-        try:
-            callbacks = Callbacks(connection_service, caller)
-        except TypeError as exc:
-            error: Error | None = _user_error("connection service", exc, caller)
-        else:
-            error = await self._serve(connection_service, caller, callbacks)
+        return True
+
+    async def _finish(self, error: Error | None) -> None:
+        """Report how the connection ended, and close it in an orderly way if it can be."""
+        writer, caller = self._writer, self._caller
+        assert writer is not None
+        assert caller is not None
         if error is None and writer.failure is not None:
             # A write (from any task) broke the connection.
             error = _as_error(writer.failure)
         if error is not None:
             if self._count_if_aborted(error=True):
                 log.debug("connection %s ended before any payload: %s", caller.id, error)
-            await self._report(connection_service, caller, error)
+            await self._report(self._handler, caller, error)
         else:
             self._count_if_aborted(error=False)
         if not writer.aborted:
-            await self._close_orderly(stream, raw)
+            await self._close_orderly(writer.stream, self.stream)
 
     def _count_if_aborted(self, *, error: bool) -> bool:
         """Count the connection's end: aborted (no payload either way), or an error."""
@@ -519,74 +535,35 @@ class Connection:
 
     # -- serving ------------------------------------------------------------------------
 
-    async def _serve(
-        self, connection_service: object, caller: Caller, callbacks: Callbacks
-    ) -> Error | None:
-        """Read and dispatch until EOF, a stop, a close or a failure; return the failure, if any."""
-        # Everything looked up once per connection, so the loop body is plain calls.
-        stream = caller._stream
-        receive_some = stream.receive_some
-        writer = caller._writer
-        counters = self.serving.counters
-        on_bytes = callbacks.on_bytes
-        bytes_async = callbacks.bytes_async
+    def _resolve(self) -> Error | None:
+        """Look up the connection service's per-chunk callback and framing, once."""
+        caller = self._caller
+        assert caller is not None
+        try:
+            callbacks = Callbacks(self._handler, caller)
+        except TypeError as exc:
+            return _user_error("connection service", exc, caller)
+        self._on_bytes = callbacks.on_bytes
+        self._bytes_async = callbacks.bytes_async
         framing = callbacks.framing
-        decoder: Decoder | None = None
-        decode: Callable[[bytes], Iterable[bytes]] | None = None
-        encode: Callable[[bytes], bytes] | None = None
         if framing is not None:
             made = _decoder_for(framing, caller)
             if isinstance(made, Error):
                 return made
-            decoder, decode, encode = made, made.feed, framing.encode
+            self._decoder, self._decode, self._encode = made, made.feed, framing.encode
             caller._framing = framing
+        return None
 
-        async def handle(data: bytes | bytearray) -> Error | None:
-            """Hand one received chunk to the service; queue and send its replies."""
-            size = len(data)
-            caller.bytes_received += size
-            counters.bytes_received += size
-            if on_bytes is None:
-                return None
-            if type(data) is not bytes:
-                data = bytes(data)  # services are promised immutable bytes
-            if decode is None:
-                messages: Iterable[bytes] = (data,)  # a 1-tuple: CPython reuses these
-            else:
-                try:
-                    messages = decode(data)
-                except FramingError as exc:
-                    log.debug("connection %s: %s", caller.id, exc)
-                    return exc
-                except Exception as exc:
-                    return _user_error("the framing's decoder", exc, caller)
-            for message in messages:
-                if writer.closed:
-                    # Closed while earlier messages of this chunk were handled
-                    # (caller.close(), or a failed write): nobody left to answer.
-                    return None
-                try:
-                    result = await on_bytes(message) if bytes_async else on_bytes(message)
-                except Exception as exc:
-                    return _user_error("on_bytes", exc, caller)
-                if result is None:
-                    continue
-                try:
-                    check_bytes(result)
-                    if encode is not None:
-                        result = encode(result if type(result) is bytes else bytes(result))
-                except TypeError as exc:
-                    return _user_error("on_bytes (its return value)", exc, caller)
-                except Error as exc:
-                    return exc  # FramingError from encode: nothing of the reply was queued
-                except Exception as exc:
-                    return _user_error("framing.encode", exc, caller)
-                if writer.queue(result) >= COALESCE_LIMIT:
-                    error = await _flush(writer)
-                    if error is not None:
-                        return error
-            return await _flush(writer)
-
+    async def _serve(self) -> Error | None:
+        """Read and dispatch until EOF, a stop, a close or a failure; return the failure, if any."""
+        error = self._resolve()
+        if error is not None:
+            return error
+        caller, writer = self._caller, self._writer
+        assert caller is not None
+        assert writer is not None
+        receive_some = writer.stream.receive_some
+        handle = self._handle
         carry: bytes | bytearray | None = None
         while True:
             with trio.CancelScope() as scope:
@@ -606,7 +583,7 @@ class Connection:
                     self._waiting = False
                     if not data:
                         self._eof = True
-                        return _cut_message(decoder)
+                        return _cut_message(self._decoder)
                     if self._stopping or self._closing or self._idle:
                         if scope.cancel_called:
                             # Woken at the instant the data arrived: handle it outside
@@ -631,19 +608,64 @@ class Connection:
         if self._closing:
             return None
         if self._stopping:
-            return await self._drain(connection_service, caller, handle, decoder, carry)
+            return await self._drain(carry)
         if self._idle:
             log.debug("connection %s idle; closing", caller.id)
         return None
 
-    async def _drain(
-        self,
-        connection_service: object,
-        caller: Caller,
-        handle: Callable[[bytes | bytearray], Awaitable[Error | None]],
-        decoder: Decoder | None,
-        carry: bytes | bytearray | None,
-    ) -> Error | None:
+    async def _handle(self, data: bytes | bytearray) -> Error | None:
+        """Hand one received chunk to the service; queue its replies and send them together."""
+        caller, writer = self._caller, self._writer
+        assert caller is not None
+        assert writer is not None
+        size = len(data)
+        caller.bytes_received += size
+        self.serving.counters.bytes_received += size
+        on_bytes = self._on_bytes
+        if on_bytes is None:
+            return None
+        if type(data) is not bytes:
+            data = bytes(data)  # services are promised immutable bytes
+        decode = self._decode
+        if decode is None:
+            messages: Iterable[bytes] = (data,)  # a 1-tuple: CPython reuses these
+        else:
+            try:
+                messages = decode(data)
+            except FramingError as exc:
+                log.debug("connection %s: %s", caller.id, exc)
+                return exc
+            except Exception as exc:
+                return _user_error("the framing's decoder", exc, caller)
+        bytes_async, encode = self._bytes_async, self._encode
+        for message in messages:
+            if writer.closed:
+                # Closed while earlier messages of this chunk were handled
+                # (caller.close(), or a failed write): nobody left to answer.
+                return None
+            try:
+                result = await on_bytes(message) if bytes_async else on_bytes(message)
+            except Exception as exc:
+                return _user_error("on_bytes", exc, caller)
+            if result is None:
+                continue
+            try:
+                check_bytes(result)
+                if encode is not None:
+                    result = encode(result if type(result) is bytes else bytes(result))
+            except TypeError as exc:
+                return _user_error("on_bytes (its return value)", exc, caller)
+            except Error as exc:
+                return exc  # FramingError from encode: nothing of the reply was queued
+            except Exception as exc:
+                return _user_error("framing.encode", exc, caller)
+            if writer.queue(result) >= COALESCE_LIMIT:
+                error = await _flush(writer)
+                if error is not None:
+                    return error
+        return await _flush(writer)
+
+    async def _drain(self, carry: bytes | bytearray | None) -> Error | None:
         """A graceful stop reached the connection: serve what has arrived, say goodbye.
 
         "What has arrived" is counted without reading when the stream allows
@@ -652,10 +674,13 @@ class Connection:
         for (each byte restarting a short wait). Input beyond what had
         arrived is left for the lingering close to discard.
         """
-        writer = caller._writer
-        stream = caller._stream
+        caller, writer = self._caller, self._writer
+        assert caller is not None
+        assert writer is not None
+        stream = writer.stream
+        decoder = self._decoder
         if carry is not None:
-            error = await handle(carry)
+            error = await self._handle(carry)
             if error is not None:
                 return error
         known = pending_input(stream)
@@ -680,10 +705,10 @@ class Connection:
                 self._eof = True
                 return _cut_message(decoder)
             budget -= len(data)
-            error = await handle(data)
+            error = await self._handle(data)
             if error is not None:
                 return error
-        on_stop = getattr(connection_service, "on_stop", None)
+        on_stop = getattr(self._handler, "on_stop", None)
         if on_stop is None or writer.closed:
             return None
         try:
@@ -713,15 +738,24 @@ class Connection:
         counters = self.serving.counters
         if writer is not None:
             writer.closed = True
-            try:
-                # A peer that takes nothing for this long gets no more chances.
-                await writer.flush(writer.timeout or CLOSE_TIMEOUT)
-            except Error:
-                return
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                await writer.stop_outbox()
+            if writer.pending:
+                try:
+                    # A peer that takes nothing for this long gets no more chances.
+                    await writer.flush(writer.timeout or CLOSE_TIMEOUT)
+                except Error:
+                    return
+            if writer.has_outbox:
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await writer.stop_outbox()
             if writer.aborted:
                 return
+        if self._eof and not isinstance(stream, trio.SSLStream):
+            # The peer has ended its side, everything was read, nothing is
+            # queued: a plain close is already orderly (FIN; no unread input to
+            # turn it into a reset). The common end of a connection, made cheap.
+            self._raw_closed = True
+            await close_now(raw)
+            return
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             try:
                 if isinstance(stream, trio.SSLStream):
@@ -740,7 +774,7 @@ class Connection:
 
     async def _close_service(self, connection_service: object) -> None:
         """Run ``on_close``, shielded from any stop but bounded by its own deadline."""
-        on_close = getattr(connection_service, "on_close", None)
+        on_close = _callback(connection_service, "on_close")
         if on_close is None:
             return
         with trio.CancelScope(shield=True) as scope:
@@ -754,7 +788,7 @@ class Connection:
 
     async def _report(self, connection_service: object, caller: Caller, error: Error) -> None:
         """Hand ``error`` to ``on_error`` once; an exception from it is only logged."""
-        on_error = getattr(connection_service, "on_error", None)
+        on_error = _callback(connection_service, "on_error")
         if on_error is None:
             # Nowhere to report it: say it in the log, at the level of a peer's
             # failure (a callback's own exception was logged as ERROR already).
@@ -785,6 +819,14 @@ async def _flush(writer: Writer) -> Error | None:
     except Error as exc:
         return None if writer.failure is not None else exc
     return None
+
+
+def _callback(service: object, name: str) -> Callable[..., Any] | None:
+    """The service's ``name`` callback; ``None`` if it lacks one or has only the base's no-op."""
+    method: Callable[..., Any] | None = getattr(service, name, None)
+    if method is None or getattr(method, "__func__", None) is getattr(ConnectionService, name):
+        return None  # nothing to call: no task switch, no shielded scope for nothing
+    return method
 
 
 def _cut_message(decoder: Decoder | None) -> Error | None:

@@ -28,6 +28,7 @@ either stop, under its own deadline.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import ssl
@@ -366,6 +367,8 @@ class Listener:
         config = self._config
         try:
             run.port = _port_of(listeners)
+            if config.proxy_protocol and config.trusted_proxies is None:
+                _warn_if_exposed(listeners)
             with run.handler_scope:
                 async with trio.open_nursery() as handlers:
                     run.handlers = handlers
@@ -534,6 +537,26 @@ async def _sweep(run: _Run, idle: float) -> None:
         now = trio.current_time()
         for connection in list(run.connections):
             connection.check_idle(now, idle)
+
+
+def _warn_if_exposed(listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]) -> None:
+    """Say it once if any peer beyond this host could send a PROXY header that is trusted."""
+    for listener in listeners:
+        layer: object = listener
+        while isinstance(layer, trio.SSLListener):
+            layer = layer.transport_listener
+        sock = getattr(layer, "socket", None)
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue  # a UNIX socket: reachable only through its file's permissions
+        host = sock.getsockname()[0]
+        if not ipaddress.ip_address(host.partition("%")[0]).is_loopback:
+            log.warning(
+                "proxy_protocol=True without trusted_proxies, listening on %s: any peer that"
+                " can reach this port can claim any client address in a PROXY header;"
+                " set trusted_proxies to the load balancer's addresses",
+                host,
+            )
+            return
 
 
 def _port_of(listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]) -> int | None:

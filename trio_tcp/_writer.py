@@ -149,6 +149,11 @@ class Writer:
         """Bytes queued and not sent yet."""
         return self._pending_size
 
+    @property
+    def has_outbox(self) -> bool:
+        """Whether ``send_nowait`` was ever used (and so a writer task exists)."""
+        return self._outbox is not None
+
     # -- the three ways in ------------------------------------------------------------
 
     async def write(self, data: Bytes) -> None:
