@@ -244,8 +244,10 @@ async def _relay(
 
             async def from_stdin() -> None:
                 while chunk := await _read_stdin(stdin):
-                    await client.write_bytes(chunk)
+                    # Counted first: the server may answer, or close, before
+                    # this task runs again after the write.
                     session.sent += len(chunk)
+                    await client.write_bytes(chunk)
                 session.last = max(session.last, trio.current_time())
                 wait = args.wait
                 while (remaining := session.last + wait - trio.current_time()) > 0:
