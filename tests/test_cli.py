@@ -13,7 +13,9 @@ CLI on the public API. Each test bounds itself with ``trio.fail_after``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
+import io
 import json
 import os
 import re
@@ -21,114 +23,23 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import trio
-from _loopback import receive_exactly
+from _cli_process import CLI, LOCAL, both, finish, one_line, run_cli, serving
+from _loopback import read_until_eof, receive_exactly, reset
 
 import trio_tcp
-from trio_tcp import _cli, _cli_bench
-from trio_tcp._cli_bench import LatencyRecorder, _text, percentile
-from trio_tcp._cli_options import endpoint, format_bytes, parse_size
+from trio_tcp import _cli
+from trio_tcp._cli import _bench
+from trio_tcp._cli._bench import LatencyRecorder, _text, percentile
+from trio_tcp._cli._connect import looks_like_tls
+from trio_tcp._cli._options import endpoint, format_bytes, parse_size
 
-CLI = [sys.executable, "-m", "trio_tcp"]
-LOCAL = "127.0.0.1"
-PACKAGE = Path(_cli.__file__).parent
-LISTENING = re.compile(rb"listening on \S+:(\d+)\n")
-T = TypeVar("T")
-
-
-async def run_cli(
-    *args: str, stdin: Any = b"", timeout: float = 10
-) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m trio_tcp ARGS`` to completion and capture its output."""
-    with trio.fail_after(timeout):
-        return await trio.run_process(
-            [*CLI, *args], stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
-        )
-
-
-class Served:
-    """A running ``trio-tcp serve`` and what it has printed so far."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.port = 0
-        self.out = bytearray()
-        self.err = bytearray()
-        self.ended = False  # stdout reached its end
-        self._grew = trio.Event()
-
-    async def drain(self, stream: trio.abc.ReceiveStream | None, into: bytearray) -> None:
-        """Collect one of the process's outputs, waking whoever waits for stdout."""
-        assert stream is not None
-        async for chunk in stream:
-            into += chunk
-            self._grew.set()
-        self.ended = self.ended or into is self.out
-        self._grew.set()
-
-    async def wait_for(self, needle: bytes) -> None:
-        """Wait until stdout contains ``needle``; fail if stdout ends without it."""
-        while needle not in self.out:
-            assert not self.ended, f"{needle!r} never came; stderr: {bytes(self.err)!r}"
-            self._grew = trio.Event()
-            await self._grew.wait()
-
-    async def stop(self, signum: int = signal.SIGINT) -> int:
-        """Signal the server and return its exit status."""
-        self.process.send_signal(signum)
-        return await self.process.wait()
-
-
-@asynccontextmanager
-async def serving(*args: str) -> AsyncIterator[Served]:
-    """``trio-tcp serve --port 0 ARGS``, killed on exit if still running."""
-    process = await trio.lowlevel.open_process(
-        [*CLI, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    served = Served(process)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(served.drain, process.stdout, served.out)
-            nursery.start_soon(served.drain, process.stderr, served.err)
-            await served.wait_for(b"\n")
-            match = LISTENING.match(served.out)
-            assert match is not None, f"the first line is not 'listening on': {bytes(served.out)!r}"
-            served.port = int(match.group(1))
-            yield served
-            if process.poll() is None:
-                process.kill()
-    finally:
-        await finish(process)
-
-
-async def finish(process: trio.Process) -> None:
-    """Kill ``process`` if it still runs, reap it and close its pipes."""
-    with trio.CancelScope(shield=True):
-        if process.poll() is None:
-            process.kill()
-        await process.wait()
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            if pipe is not None:
-                await pipe.aclose()
-
-
-async def both(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
-    """Await two things concurrently (two subprocesses start in the time of one)."""
-    done: dict[int, T] = {}
-
-    async def keep(awaitable: Awaitable[T], index: int) -> None:
-        done[index] = await awaitable
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(keep, first, 0)
-        nursery.start_soon(keep, second, 1)
-    return done[0], done[1]
+PACKAGE = Path(_cli.__file__).parent  # trio_tcp/_cli/
 
 
 @contextmanager
@@ -137,15 +48,6 @@ def refusing_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind((LOCAL, 0))
         yield sock.getsockname()[1]
-
-
-def one_line(stderr: bytes) -> str:
-    """The single line of ``stderr`` (and assert that it is one line, without a traceback)."""
-    text = stderr.decode()
-    assert text.endswith("\n"), text
-    assert text.count("\n") == 1, text
-    assert "Traceback" not in text
-    return text.strip()
 
 
 # -- demo, help, version -----------------------------------------------------------------
@@ -207,6 +109,21 @@ def test_help_of_each_command_has_examples(
         pytest.param(["serve", "--tls-client-ca", "ca.pem"], "needs --tls-cert", id="ca-no-tls"),
         pytest.param(["serve", "--idle-timeout", "0"], "invalid seconds", id="idle-zero"),
         pytest.param(["serve", "--mode", "shout"], "invalid choice", id="mode"),
+        pytest.param(["serve", "--write-timeout", "0"], "invalid seconds", id="write-timeout"),
+        pytest.param(
+            ["serve", "--trusted-proxy", "10.0.0.0/8"], "needs --proxy-protocol", id="trusted-alone"
+        ),
+        pytest.param(
+            ["serve", "--proxy-protocol", "--trusted-proxy", "10.0.0.300"],
+            "invalid network value",
+            id="trusted-cidr",
+        ),
+        pytest.param(["serve", "--workers", "0"], "invalid count", id="workers"),
+        pytest.param(["serve", "--fd", "-1"], "invalid file descriptor", id="fd"),
+        pytest.param(["serve", "--fd", "3", "--reuse-port"], "--reuse-port applies", id="fd-reuse"),
+        pytest.param(
+            ["serve", "--mode", "chat", "--workers", "2"], "cannot use --workers", id="chat-workers"
+        ),
         pytest.param(["connect", LOCAL], "required: PORT", id="connect-no-port"),
         pytest.param(["connect", LOCAL, "0"], "port 0", id="connect-port-0"),
         pytest.param(["connect", LOCAL, "1", "--key", "k"], "go together", id="key-no-cert"),
@@ -288,8 +205,9 @@ async def test_connect_pipes_stdin_through_an_echo_server() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"hi\n"
     assert result.stderr == b""  # status lines only on a terminal or with -v
-    log = server.out.decode()
-    assert re.search(r"\d\d:\d\d:\d\d connect 127\.0\.0\.1:\d+ \(#1\)", log), log
+    log = server.err.decode()
+    pid = server.process.pid
+    assert re.search(rf"\d\d:\d\d:\d\d \[{pid}\] INFO connect 127\.0\.0\.1:\d+ \(#1\)", log), log
     assert re.search(r"close 127\.0\.0\.1:\d+ \(#1\) after [\d.]+ s, 3 B in, 3 B out", log), log
     assert "stopped: 1 connection(s)" in log
 
@@ -360,7 +278,7 @@ async def test_serve_framing_echoes_whole_messages(
                     await stream.send_all(wire[i : i + 1])
                 assert await receive_exactly(stream, len(wire)) == wire
             assert await server.stop() == 0
-    assert f"{sum(map(len, messages))} B in".encode() in server.out
+    assert f"{len(wire)} B in, {len(wire)} B out".encode() in server.err
 
 
 @pytest.mark.trio
@@ -374,7 +292,7 @@ async def test_serve_discard_reads_and_sends_nothing() -> None:
                     assert await stream.receive_some() == b"", "discard sent something"
             await server.wait_for(b"close")
             assert await server.stop() == 0
-    assert b"4.9 KiB in, 0 B out" in server.out
+    assert b"4.9 KiB in, 0 B out" in server.err
 
 
 @pytest.mark.trio
@@ -389,7 +307,54 @@ async def test_serve_chat_relays_lines_to_the_others() -> None:
                 assert await receive_exactly(bob, 10) == b"hello bob\n"
                 with trio.move_on_after(0.2):
                     assert await alice.receive_some() == b"", "chat echoed to the sender"
+            await server.wait_for(re.compile(rb"close .*\(#2\)"))
             assert await server.stop() == 0
+    # Wire bytes, newline included, on each line and in the summary alike.
+    log = server.err.decode()
+    assert re.search(r"close \S+ \(#1\) after [\d.]+ s, 10 B in, 0 B out", log), log
+    assert re.search(r"close \S+ \(#2\) after [\d.]+ s, 0 B in, 10 B out", log), log
+    assert "stopped: 2 connection(s), 10 B in, 10 B out, 0 error(s)" in log
+
+
+@pytest.mark.trio
+async def test_serve_logs_a_connection_without_data_quietly() -> None:
+    with trio.fail_after(10):
+        async with serving() as server:
+            probe = await trio.open_tcp_stream(LOCAL, server.port)
+            await probe.aclose()  # a health check: connect, close
+            probe = await trio.open_tcp_stream(LOCAL, server.port)
+            await reset(probe)  # or connect, reset
+            client = await trio.open_tcp_stream(LOCAL, server.port)
+            async with client:
+                await client.send_all(b"data")
+                assert await receive_exactly(client, 4) == b"data"
+            await server.wait_for(b"close 127.0.0.1")
+            assert await server.stop() == 0
+    log = server.err.decode()
+    assert log.count(" connect ") == 3, log
+    assert log.count(" close ") == 1, log
+    assert "(#3) after" in log
+    assert " error " not in log
+    assert "stopped: 3 connection(s) (2 without data), 4 B in, 4 B out, 0 error(s)" in log
+
+
+@pytest.mark.trio
+async def test_serve_logs_a_load_balancer_health_check_at_debug_only() -> None:
+    local = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])  # v2 LOCAL, no address
+    with trio.fail_after(10):
+        async with serving("--proxy-protocol") as server:
+            check = await trio.open_tcp_stream(LOCAL, server.port)
+            async with check:
+                await check.send_all(local)
+            client = await trio.open_tcp_stream(LOCAL, server.port)
+            async with client:
+                await client.send_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 3000\r\nhi")
+                assert await receive_exactly(client, 2) == b"hi"
+            await server.wait_for(b"close 203.0.113.7:40000 (#2)")
+            assert await server.stop() == 0
+    log = server.err.decode()
+    assert log.count(" connect ") == 1, log
+    assert "stopped: 2 connection(s) (1 without data), 2 B in, 2 B out, 0 error(s)" in log
 
 
 # -- signals ----------------------------------------------------------------------------------
@@ -405,10 +370,11 @@ async def test_signal_stops_serve_gracefully_with_status_0(signum: int) -> None:
                 await server.wait_for(b"connect")
                 assert await server.stop(signum) == 0
                 assert await stream.receive_some() == b""  # closed by the stop, cleanly
-    log = server.out.decode()
+    log = server.err.decode()
     assert f"{signal.Signals(signum).name}: stopping" in log
     assert "stopped: 1 connection(s)" in log
-    assert server.err == b""
+    assert " INFO " in log
+    assert not re.search(r"ERROR|WARNING|Traceback", log), log
 
 
 @pytest.mark.trio
@@ -428,7 +394,7 @@ async def test_second_sigint_stops_at_once() -> None:
                     await server.process.wait()
                 assert server.process.returncode is None, "graceful stop did not wait"
                 assert await server.stop() == 0
-    assert b"SIGINT: stopping now" in server.out
+    assert b"SIGINT: stopping now" in server.err
 
 
 # -- bench ------------------------------------------------------------------------------------
@@ -459,7 +425,11 @@ async def test_bench_json_against_serve() -> None:
         assert 1.4 <= summary["duration"] <= 4.0  # loose: CI machines are busy
         assert summary["bytes_sent"] > 0
         assert summary["mb_per_second_sent"] > 0
-        progress = result.stderr.decode().splitlines()  # plain lines: not a terminal
+        headline, *progress = result.stderr.decode().splitlines()  # not a terminal: plain lines
+        assert headline == (
+            f"bench {mode} {LOCAL}:{server.port}: 3 connections, 1.0 KiB "
+            f"{'messages' if mode == 'pingpong' else 'writes'}, 1.5 s (Ctrl-C ends it early)"
+        )
         assert progress, "no progress lines"
         assert all(re.match(r" *\d+\.\d s ", line) for line in progress), progress
         assert "errors 0" in progress[-1]
@@ -486,7 +456,9 @@ async def test_bench_ctrl_c_prints_the_summary_and_exits_130() -> None:
             try:
                 assert process.stderr is not None
                 assert process.stdout is not None
-                assert b"round trips" in await process.stderr.receive_some()  # first progress
+                progress = b""
+                while b"round trips" not in progress:  # the headline, then progress
+                    progress += await process.stderr.receive_some()
                 process.send_signal(signal.SIGINT)
                 assert await process.wait() == 130
                 output = b"".join([chunk async for chunk in process.stdout])
@@ -497,6 +469,26 @@ async def test_bench_ctrl_c_prints_the_summary_and_exits_130() -> None:
     assert summary["interrupted"] is True
     assert summary["round_trips"] > 0
     assert summary["duration"] < 10
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.trio
+async def test_bench_progress_on_a_terminal_is_cleared_before_the_summary(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    run = _bench._Run(stop_at=trio.current_time() + 10)
+    with trio.move_on_after(2.5):
+        await _bench._progress(run, "pingpong", trio.current_time())
+    written = terminal.getvalue()
+    assert written.count("\r") == 3  # two updates in place, then the clearing
+    assert written.endswith("\r\x1b[K")
+    assert "\n" not in written
 
 
 class _Discard(trio_tcp.ConnectionService):
@@ -513,14 +505,14 @@ class _DiscardServer(trio_tcp.Service):
 async def test_bench_pingpong_without_an_echo_reports_errors_and_exits_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(_cli_bench, "FINISH_TIMEOUT", 0.2)
+    monkeypatch.setattr(_bench, "FINISH_TIMEOUT", 0.2)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             listener = await nursery.start(
                 functools.partial(trio_tcp.serve, 0, _DiscardServer(), local_host=LOCAL)
             )
             argv = ["bench", LOCAL, str(listener.port), "-c", "2", "-d", "0.3", "--json"]
-            status = await _cli_bench.run(_cli.build_parser().parse_args(argv))
+            status = await _bench.run(_cli.build_parser().parse_args(argv))
             await listener.graceful_stop()
     assert status == 1
     summary = json.loads(capsys.readouterr().out)
@@ -551,13 +543,47 @@ async def test_certs_then_tls_serve_and_connect(tmp_path: Path) -> None:
                 run_cli("connect", "localhost", port, "--cafile", ca, "-q", "0.2", stdin=b"tls\n"),
                 run_cli("connect", LOCAL, port, "--tls", stdin=b"tls\n"),
             )
+            silent, dropped = await both(  # plain clients: too short for a TLS record, or not one
+                run_cli("connect", LOCAL, port, "-q", "0.2", stdin=b"x\n"),
+                run_cli("connect", LOCAL, port, "-q", "5", stdin=b"hello, is this TLS?\n"),
+            )
             await server.wait_for(b"close")
             assert await server.stop() == 0
     assert trusted.returncode == 0, trusted.stderr
     assert trusted.stdout == b"tls\n"
     assert untrusted.returncode == 1
     assert "certificate" in one_line(untrusted.stderr)
-    assert re.search(rb"connect 127\.0\.0\.1:\d+ \(#1\), TLSv1\.[23] ", server.out)
+    assert re.search(rb"connect 127\.0\.0\.1:\d+ \(#1\), TLSv1\.[23] ", server.err)
+    for result, what in ((silent, "sent no reply"), (dropped, "without a reply")):
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == b""
+        line = one_line(result.stderr)
+        assert line.startswith(f"trio-tcp: {LOCAL}:{port} ")
+        assert line.endswith(f"{what}: it expects TLS (try --tls)")
+
+
+@pytest.mark.trio
+async def test_connect_to_a_plain_server_that_does_not_answer_is_not_called_tls() -> None:
+    with trio.fail_after(10):
+        async with serving("--mode", "discard") as server:
+            result = await run_cli("connect", LOCAL, str(server.port), "-q", "0.1", stdin=b"x\n")
+            assert await server.stop() == 0
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == result.stderr == b""
+
+
+@pytest.mark.parametrize(
+    ("data", "tls"),
+    [
+        pytest.param(b"\x15\x03\x03\x00\x02\x02\x46", True, id="alert"),
+        pytest.param(b"\x16\x03\x01\x02\x00", True, id="handshake"),
+        pytest.param(b"\x16\x03", False, id="too-short"),
+        pytest.param(b"HTTP/1.1 400", False, id="http"),
+        pytest.param(b"\x16\x02\x00", False, id="sslv2-ish"),
+    ],
+)
+def test_looks_like_tls(data: bytes, tls: bool) -> None:
+    assert looks_like_tls(data) is tls
 
 
 @pytest.mark.trio
@@ -687,14 +713,14 @@ def test_format_helpers() -> None:
 
 def test_cli_uses_only_the_public_api() -> None:
     """STYLE rule 15: the CLI imports trio_tcp's public names, never its private modules."""
-    for path in [PACKAGE / "_cli.py", *sorted(PACKAGE.glob("_cli_*.py"))]:
+    paths = sorted(PACKAGE.glob("*.py"))
+    assert PACKAGE / "_serve.py" in paths
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 module = node.module or ""
-                if node.level:  # relative: only the CLI's own modules
-                    names = [module] if module else [alias.name for alias in node.names]
-                    for name in names:
-                        assert name.startswith("_cli"), f"{path.name} imports .{name}"
+                if node.level:  # relative: only the CLI's own modules, never the library's
+                    assert node.level == 1, f"{path.name} imports from {'.' * node.level}{module}"
                 else:
                     assert not re.match(r"trio_tcp\._", module), f"{path.name} imports {module}"
             elif isinstance(node, ast.Import):
@@ -729,3 +755,41 @@ async def test_two_serve_processes_share_a_port_with_reuse_port() -> None:
                     await stream.aclose()
                 assert await second.stop() == 0
             assert await first.stop() == 0
+
+
+@pytest.mark.trio
+async def test_serve_trusted_proxy_serves_only_the_load_balancer() -> None:
+    header = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 3000\r\n"
+    with trio.fail_after(10):
+        async with (
+            serving("--proxy-protocol", "--trusted-proxy", "10.0.0.0/8") as elsewhere,
+            serving("--proxy-protocol", "--trusted-proxy", "::1", "--trusted-proxy", LOCAL) as here,
+        ):
+            trusted = await trio.open_tcp_stream(LOCAL, here.port)
+            async with trusted:
+                await trusted.send_all(header + b"hello")
+                assert await receive_exactly(trusted, 5) == b"hello"
+            untrusted = await trio.open_tcp_stream(LOCAL, elsewhere.port)
+            async with untrusted:
+                await untrusted.send_all(header + b"hello")
+                received, _ = await read_until_eof(untrusted)
+            assert received == b"", "a connection from outside --trusted-proxy was served"
+            await elsewhere.wait_for(b"refused a connection from 127.0.0.1")
+            assert await here.stop() == 0
+            assert await elsewhere.stop() == 0
+    assert b"connect 203.0.113.7:40000 (#1)" in here.err
+
+
+@pytest.mark.trio
+async def test_serve_write_timeout_fails_a_peer_that_stops_reading() -> None:
+    with trio.fail_after(10):
+        async with serving("--write-timeout", "0.3") as server:
+            stream = await trio.open_tcp_stream(LOCAL, server.port)
+            async with stream:
+                # Never read the echo: its write stalls, until the server gives up.
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while True:
+                        await stream.send_all(b"x" * 65536)
+                await server.wait_for(b"a write made no progress for 0.3 s")
+            assert await server.stop() == 0
+    assert re.search(rb"INFO error \S+ \(#1\): a write made no progress", server.err)

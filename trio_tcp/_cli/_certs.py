@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._cli_options import UsageError, say
+from ._options import UsageError, say
 
 __all__ = ["EPILOG", "HELP", "CertFiles", "add_arguments", "check", "run", "write_certs"]
 

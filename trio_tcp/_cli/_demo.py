@@ -16,12 +16,12 @@ import trio
 
 import trio_tcp
 
-from ._cli_certs import write_certs
-from ._cli_options import endpoint, format_bytes
+from ._certs import write_certs
+from ._options import endpoint, format_bytes
 
 __all__ = ["EPILOG", "HELP", "add_arguments", "check", "run"]
 
-HELP = "a TLS echo round trip in one command, nothing to prepare"
+HELP = "echo round trips over plain TCP and TLS, nothing to prepare"
 EPILOG = """\
 example:
   trio-tcp demo

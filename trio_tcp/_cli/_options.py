@@ -10,16 +10,23 @@ import argparse
 import math
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import trio_tcp
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 __all__ = [
+    "CommandError",
     "UsageError",
     "add_client_tls_arguments",
     "client_secure_socket",
     "count",
+    "describe",
     "endpoint",
+    "exception_leaves",
     "format_bytes",
     "parse_size",
     "port",
@@ -41,6 +48,20 @@ _UNITS = {"": 1, "b": 1, "k": _KIB, "kb": _KIB, "kib": _KIB, "m": _MIB, "mb": _M
 
 class UsageError(Exception):
     """Arguments that parse but do not fit together: exit status 2, like argparse's errors."""
+
+
+class CommandError(Exception):
+    """A failure the command explains in one line on stderr, with its own exit status.
+
+    For what is neither a network condition nor an argument argparse can
+    check: an ``APP`` that cannot be loaded (status 2), an inherited socket
+    that is not a listening one (status 1), a server that speaks TLS to a
+    plain client.
+    """
+
+    def __init__(self, message: str, *, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # -- argument types (argparse turns their ValueError into a one-line usage error) ------
@@ -171,3 +192,19 @@ def format_bytes(size: float) -> str:
 def say(*parts: object) -> None:
     """Print a status line to stderr (stdout may be data: ``connect``, ``bench --json``)."""
     print(*parts, file=sys.stderr, flush=True)
+
+
+def exception_leaves(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` itself, or every exception inside it if it is a group (nurseries make them)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from exception_leaves(inner)
+    else:
+        yield exc
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a runtime error: an ``OSError``'s reason without its errno, else ``str``."""
+    if isinstance(exc, OSError) and not isinstance(exc, trio_tcp.Error) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__

@@ -30,7 +30,7 @@ import trio
 
 import trio_tcp
 
-from ._cli_options import (
+from ._options import (
     UsageError,
     add_client_tls_arguments,
     client_secure_socket,
@@ -40,6 +40,7 @@ from ._cli_options import (
     parse_size,
     port,
     positive_seconds,
+    say,
     wants_client_tls,
 )
 
@@ -55,8 +56,9 @@ examples:
   trio-tcp bench localhost 3000 --json | jq .latency_ms.p99
   trio-tcp bench localhost 3443 --cafile certs/ca.pem   # over TLS
 
-Progress goes to stderr (updated in place on a terminal, one line per second
-otherwise); the summary, or with --json one JSON object, to stdout.
+Once connected, what is measured is said first, then progress, on stderr (updated in place on
+a terminal, one line per second otherwise); the summary, or with --json one
+JSON object, to stdout.
 Exit status: 0 clean run, 1 could not connect or errors during the run, 130 Ctrl-C.
 """
 
@@ -294,6 +296,10 @@ async def run(args: argparse.Namespace) -> int:
     """Connect, run, summarise; return the exit status."""
     size = args.size or DEFAULT_SIZES[args.mode]
     clients = await _connect_all(args)
+    headline = _headline(
+        args.host, args.port, args.mode, wants_client_tls(args), args.connections, size
+    )
+    say(f"{headline}, {args.duration:g} s (Ctrl-C ends it early)")
     started = trio.current_time()
     bench = _Run(started + args.duration)
     workers = trio.CancelScope(deadline=bench.stop_at + FINISH_TIMEOUT)
@@ -363,8 +369,10 @@ async def _progress(bench: _Run, mode: str, started: float) -> None:
             sys.stderr.write(f"\r{line}\x1b[K" if tty else f"{line}\n")
             sys.stderr.flush()
     finally:
-        if tty:
-            sys.stderr.write("\n")
+        if tty and last_time != started:
+            # Clear the progress line: the summary that follows has the totals.
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def _summary(args: argparse.Namespace, size: int, bench: _Run, elapsed: float) -> dict[str, Any]:
@@ -400,13 +408,18 @@ def _summary(args: argparse.Namespace, size: int, bench: _Run, elapsed: float) -
     }
 
 
+def _headline(host: str, port: int, mode: str, tls: bool, connections: int, size: int) -> str:
+    """``bench pingpong 127.0.0.1:3000 (TLS): 10 connections, 64 B messages``."""
+    unit = "messages" if mode == "pingpong" else "writes"
+    return (
+        f"bench {mode} {endpoint(host, port)}{' (TLS)' if tls else ''}: "
+        f"{connections} connections, {format_bytes(size)} {unit}"
+    )
+
+
 def _text(s: dict[str, Any]) -> str:
-    unit = "messages" if s["mode"] == "pingpong" else "writes"
-    lines = [
-        f"bench {s['mode']} {endpoint(s['host'], s['port'])}{' (TLS)' if s['tls'] else ''}: "
-        f"{s['connections']} connections, {format_bytes(s['size'])} {unit}, "
-        f"{s['duration']:.2f} s{' (interrupted)' if s['interrupted'] else ''}"
-    ]
+    headline = _headline(s["host"], s["port"], s["mode"], s["tls"], s["connections"], s["size"])
+    lines = [f"{headline}, {s['duration']:.2f} s{' (interrupted)' if s['interrupted'] else ''}"]
     if s["mode"] == "pingpong":
         lines.append(f"  round trips  {s['round_trips']:,} ({s['round_trips_per_second']:,.0f}/s)")
         lines.append(f"  throughput   {s['mb_per_second_sent']:,.2f} MB/s each way")

@@ -1,14 +1,13 @@
 """The ``trio-tcp`` command (also ``python -m trio_tcp``): parsing, dispatch, exit status.
 
-Each sub-command lives in its own module (``_cli_demo``, ``_cli_serve``,
-``_cli_connect``, ``_cli_bench``, ``_cli_certs``) with the same four names:
-``HELP`` and ``EPILOG`` (examples), ``add_arguments(parser)``,
-``check(args)`` (cross-option rules, raising :class:`UsageError`), and
-``async run(args) -> int``. They are flat modules, not a ``_cli/`` package,
-because the package is installed as the single ``trio_tcp`` directory.
+Each sub-command lives in its own module (``_demo``, ``_serve``,
+``_connect``, ``_bench``, ``_certs``) with the same four names: ``HELP`` and
+``EPILOG`` (examples), ``add_arguments(parser)``, ``check(args)``
+(cross-option rules, raising :class:`UsageError`), and ``async run(args) ->
+int``. What they share lives beside them (``_options``).
 
-The command is a thin layer over the public API: no ``_cli*`` module imports
-anything from ``trio_tcp._*`` but its siblings.
+The command is a thin layer over the public API: no module of this package
+imports anything from ``trio_tcp._*`` but its siblings.
 
 Exit status: 0 success, 1 runtime error (one line on stderr, no traceback
 unless ``--debug``), 2 bad arguments (one line), 130 interrupted by Ctrl-C.
@@ -17,10 +16,9 @@ unless ``--debug``), 2 bad arguments (one line), 130 interrupted by Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import ModuleType
 from typing import NoReturn, cast
 
@@ -28,34 +26,31 @@ import trio
 
 import trio_tcp
 
-from . import _cli_bench, _cli_certs, _cli_connect, _cli_demo, _cli_serve
-from ._cli_options import UsageError
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
+from . import _bench, _certs, _connect, _demo, _log, _serve
+from ._options import CommandError, UsageError, describe, exception_leaves
 
 __all__ = ["build_parser", "main"]
 
 PROG = "trio-tcp"
 
 COMMANDS: dict[str, ModuleType] = {
-    "demo": _cli_demo,
-    "serve": _cli_serve,
-    "connect": _cli_connect,
-    "bench": _cli_bench,
-    "certs": _cli_certs,
+    "demo": _demo,
+    "serve": _serve,
+    "connect": _connect,
+    "bench": _bench,
+    "certs": _certs,
 }
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _EPILOG = """\
 start here:
-  trio-tcp demo                      # a TLS echo round trip, nothing to prepare
+  trio-tcp demo                      # echo round trips, plain TCP and TLS, nothing to prepare
 
 exit status:
   0    success (serve: also after Ctrl-C or SIGTERM, its normal way to stop)
   1    runtime error: cannot bind or connect, TLS failure, errors during bench
-  2    bad arguments
+  2    bad arguments, or an APP that cannot be loaded (serve)
   130  interrupted by Ctrl-C (connect, bench, demo, certs)
 
 Run 'trio-tcp COMMAND --help' for each command's options and examples.
@@ -102,20 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``trio-tcp`` with ``argv`` (default: the process's arguments); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # serve --workers starts its workers with the same arguments
     module = COMMANDS[args.command]
     try:
         module.check(args)
     except UsageError as exc:
         args.parser.error(str(exc))
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    if getattr(args, "verbose", False) and not args.debug:
-        logging.getLogger("trio_tcp").setLevel(logging.INFO)
+    _log.configure(verbose=getattr(args, "verbose", False), debug=args.debug)
     run = cast("Callable[[argparse.Namespace], Awaitable[int]]", module.run)
     try:
         return trio.run(run, args)
@@ -127,27 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _failure(exc: BaseException, *, debug: bool) -> int:
     """Report a runtime error in one line per distinct message; re-raise a bug."""
-    leaves = list(_leaves(exc))
+    leaves = list(exception_leaves(exc))
     if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
         return EXIT_INTERRUPTED
-    if not all(isinstance(leaf, (trio_tcp.Error, OSError)) for leaf in leaves):
+    if not all(isinstance(leaf, (trio_tcp.Error, OSError, CommandError)) for leaf in leaves):
         raise exc  # a bug, not a network condition: the traceback is the report
     if debug:
         traceback.print_exception(exc)
-    for message in dict.fromkeys(_message(leaf) for leaf in leaves):
+    for message in dict.fromkeys(describe(leaf) for leaf in leaves):
         print(f"{PROG}: {message}", file=sys.stderr)
-    return EXIT_ERROR
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and not isinstance(exc, trio_tcp.Error) and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-    return str(exc) or type(exc).__name__
+    return max(leaf.status if isinstance(leaf, CommandError) else EXIT_ERROR for leaf in leaves)
