@@ -57,7 +57,8 @@ def typecheck(session: nox.Session) -> None:
     trio.TaskStatus is not defined", and its plugin crashes mypy 2.x).
     """
     # exceptiongroup: mypy checks as Python 3.10, where trio_tcp imports it.
-    session.install("-e", ".[test]", "mypy", "nox", "exceptiongroup")
+    # anyio: the benchmarks' reference servers.
+    session.install("-e", ".[test]", "mypy", "nox", "exceptiongroup", "anyio")
     session.run("mypy", "--strict", *TYPED)
 
 

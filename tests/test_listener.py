@@ -860,3 +860,31 @@ def test_on_bytes_sees_exactly_the_bytes_sent(chunks: list[bytes], yield_between
             assert bytes(collector.seen) == b"".join(chunks)
 
     trio.run(main)
+
+
+@pytest.mark.trio
+async def test_a_plain_trio_socket_listener_is_served_on_the_lean_path() -> None:
+    # An inherited socket costs what the listener's own sockets cost.
+    from trio_tcp._tcpstream import TCPStream
+
+    with trio.fail_after(5):
+        sock = trio.socket.socket()
+        await sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        streams: list[object] = []
+
+        class Keep(trio_tcp.Service):
+            async def on_connect(self, caller: trio_tcp.Caller) -> None:
+                streams.append(caller._stream)
+
+        listener = trio_tcp.Listener(0)
+        listener.attach(Keep())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.serve_listeners, [trio.SocketListener(sock)])
+            assert listener.port == port
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            assert await client.receive_some() == b""
+            await client.aclose()
+            await listener.immediate_stop()
+        assert [type(stream) for stream in streams] == [TCPStream]

@@ -45,6 +45,7 @@ from ._log import RateLimited, log
 from ._options import ListenerConfig, ListenerOptions
 from ._stats import Counters, ListenerStats
 from ._tcplistener import CAPACITY_ERRNOS, TCPListener
+from ._tcpstream import from_trio_socket
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -268,7 +269,10 @@ class Listener:
         :class:`trio.SSLListener`, an in-memory listener. Everything
         :meth:`serve` does applies: TLS when ``secure_socket`` is set (not on
         top of a ``trio.SSLListener``, which does its own), the limits, the
-        idle and write timeouts, the PROXY protocol, both stops, the stats.
+        idle and write timeouts, the PROXY protocol, both stops, the stats. A
+        plain :class:`trio.SocketListener` is served the way :meth:`serve`
+        serves its own sockets, with trio_tcp's lean accept path and stream
+        (its socket is taken over).
 
         Resource handling:
             The listeners belong to this call: they are closed when it
@@ -282,6 +286,7 @@ class Listener:
         """
         if not listeners:
             raise ValueError("serve_listeners needs at least one listener")
+        listeners = [_lean(listener) for listener in listeners]
         run = self._begin()
         try:
             ssl_context = self._ssl_context()
@@ -537,6 +542,20 @@ async def _sweep(run: _Run, idle: float) -> None:
         now = trio.current_time()
         for connection in list(run.connections):
             connection.check_idle(now, idle)
+
+
+def _lean(listener: trio.abc.Listener[trio.abc.Stream]) -> trio.abc.Listener[trio.abc.Stream]:
+    """A plain ``trio.SocketListener`` as a ``TCPListener`` over the same socket.
+
+    The socket (inherited from systemd or a supervisor, say) then costs what
+    the listener's own sockets cost: trio's ``SocketStream`` is general and
+    pays for it on every operation. Any other listener is served as it is.
+    """
+    if type(listener) is not trio.SocketListener:
+        return listener
+    sock = from_trio_socket(listener.socket)  # detaches trio's wrapper
+    sock.setblocking(False)  # trio had the descriptor non-blocking already
+    return TCPListener(sock)
 
 
 def _warn_if_exposed(listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]) -> None:
