@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+import trustme
 from hypothesis import HealthCheck, settings
 
 # A shell starts background jobs with SIGINT ignored, and processes inherit that:
@@ -24,3 +26,16 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=50)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+# -- TLS: one throwaway CA and server certificate for the whole run ------------------
+
+
+@pytest.fixture(scope="session")
+def trustme_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def trustme_cert(trustme_ca: trustme.CA) -> trustme.LeafCert:
+    return trustme_ca.issue_cert("127.0.0.1", "::1", "localhost")

@@ -72,8 +72,8 @@ class Room:
         self.group.add(caller)
         return member
 
-    def of(self, server: MemoryServer, client: trio_tcp.Client | MemoryStream) -> Member:
-        return self.members[server.caller(client).id]
+    async def of(self, server: MemoryServer, client: trio_tcp.Client | MemoryStream) -> Member:
+        return self.members[(await server.caller(client)).id]
 
 
 async def read_exactly(stream: MemoryStream, size: int) -> bytes:
@@ -124,11 +124,11 @@ async def test_a_senders_on_bytes_never_waits_for_a_peer_that_does_not_read(
             for index in range(50):
                 await sender.send_all(b"%0100d" % index)  # 100 bytes, 5000 in all
                 await trio.testing.wait_all_tasks_blocked()
-                assert room.of(server, sender).handled == index + 1
+                assert (await room.of(server, sender)).handled == index + 1
             # The stuck peer's connection is full and the rest waits in its outbox.
             assert stuck.pending_input() == BUFFER
-            assert server.caller(stuck).outbox_size == 5000 - BUFFER
-            assert room.of(server, stuck).errors == []
+            assert (await server.caller(stuck)).outbox_size == 5000 - BUFFER
+            assert (await room.of(server, stuck)).errors == []
             # Once it reads, it gets everything, in order.
             assert await read_exactly(stuck, 5000) == b"".join(b"%0100d" % i for i in range(50))
 
@@ -179,7 +179,7 @@ async def test_a_stuck_peer_costs_at_most_the_outbox_limit(
         async with open_memory_server(room, buffer_size=BUFFER, outbox_limit=limit) as server:
             stuck = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            caller = server.caller(stuck)
+            caller = await server.caller(stuck)
             queued = 0
             while True:
                 caller.send_nowait(b"x" * size)
@@ -208,8 +208,9 @@ async def test_an_overflow_is_reported_to_the_slow_peer_and_counted(
             stuck = await server.open_stream()
             sender = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            stuck_member, sender_member = room.of(server, stuck), room.of(server, sender)
-            stuck_caller = server.caller(stuck)
+            stuck_member = await room.of(server, stuck)
+            sender_member = await room.of(server, sender)
+            stuck_caller = await server.caller(stuck)
             for _ in range(5):
                 await sender.send_all(b"y" * 1000)
                 await trio.testing.wait_all_tasks_blocked()
@@ -217,7 +218,7 @@ async def test_an_overflow_is_reported_to_the_slow_peer_and_counted(
             assert isinstance(error, trio_tcp.OutboxFullError)
             assert "3000" in str(error)  # names the limit
             assert stuck_member.closes == 1
-            assert server.caller(sender) in room.group
+            assert await server.caller(sender) in room.group
             assert len(room.group) == 1  # the dropped peer left the group
             assert sender_member.handled == 5
             assert sender_member.errors == []
@@ -239,7 +240,7 @@ async def test_under_raise_the_sender_is_told_and_nothing_is_queued(
             stuck = await server.open_stream()
             other = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            caller = server.caller(stuck)
+            caller = await server.caller(stuck)
             caller.send_nowait(b"a" * 1000)  # fills its connection
             await trio.testing.wait_all_tasks_blocked()
             caller.send_nowait(b"b" * 3000)  # fills its outbox
@@ -272,7 +273,7 @@ async def test_one_message_bigger_than_the_limit_is_an_overflow(policy: str) -> 
         ) as server:
             client = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            caller = server.caller(client)
+            caller = await server.caller(client)
             if policy == "raise":
                 with pytest.raises(trio_tcp.OutboxFullError):
                     caller.send_nowait(b"x" * 101)
@@ -362,7 +363,7 @@ async def test_a_graceful_stop_sends_the_whole_outbox_first(
         async with open_memory_server(room, buffer_size=BUFFER) as server:
             client = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            server.caller(client).send_nowait(data)
+            (await server.caller(client)).send_nowait(data)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(server.listener.graceful_stop, 10)
                 assert await read_to_eof(client) == data
@@ -382,7 +383,7 @@ async def test_a_graceful_stop_without_timeout_ends_despite_a_peer_that_does_not
         async with open_memory_server(room, buffer_size=BUFFER) as server:
             stuck = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            caller = server.caller(stuck)
+            caller = await server.caller(stuck)
             caller.send_nowait(b"x" * 3000)
             await trio.testing.wait_all_tasks_blocked()
             caller.send_nowait(b"y" * 100)
@@ -401,7 +402,7 @@ async def test_an_immediate_stop_drops_the_outbox(
         async with open_memory_server(room, buffer_size=BUFFER) as server:
             client = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            server.caller(client).send_nowait(b"x" * 5000)
+            (await server.caller(client)).send_nowait(b"x" * 5000)
             await trio.testing.wait_all_tasks_blocked()
             await server.listener.immediate_stop()
             assert outbox_tasks() == 0
@@ -421,7 +422,7 @@ async def test_the_outbox_task_starts_on_first_use_and_ends_with_its_connection(
             assert outbox_tasks() == 0  # a connection that never queues starts none
             loud = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            server.caller(loud).send_nowait(b"hello")
+            (await server.caller(loud)).send_nowait(b"hello")
             assert await read_exactly(loud, 5) == b"hello"
             assert outbox_tasks() == 1
             await loud.aclose()
@@ -444,7 +445,7 @@ async def test_the_outbox_task_is_joined_before_on_close() -> None:
         async with open_memory_server(room, buffer_size=BUFFER) as server:
             client = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            server.caller(client).send_nowait(b"x" * 5000)  # the task is stuck sending
+            (await server.caller(client)).send_nowait(b"x" * 5000)  # the task is stuck sending
             await trio.testing.wait_all_tasks_blocked()
             client.reset()
         assert seen == [0]
@@ -458,7 +459,7 @@ async def test_send_nowait_on_a_closed_caller_raises(how: str) -> None:
         async with open_memory_server(room, outbox_limit=10) as server:
             client = await server.open_stream()
             await trio.testing.wait_all_tasks_blocked()
-            caller = server.caller(client)
+            caller = await server.caller(client)
             if how == "caller.close":
                 await caller.close()
             elif how == "peer closed":
@@ -533,7 +534,7 @@ async def test_group_members_leave_when_their_connection_ends() -> None:
         async with open_memory_server(room) as server:
             clients = [await server.open_stream() for _ in range(3)]
             await trio.testing.wait_all_tasks_blocked()
-            callers = [server.caller(client) for client in clients]
+            callers = [await server.caller(client) for client in clients]
             assert len(room.group) == 3
             assert set(room.group) == set(callers)
             await clients[0].aclose()  # the peer leaves
@@ -552,7 +553,7 @@ async def test_group_add_discard_and_exclude() -> None:
         async with open_memory_server(room) as server:
             a, b, c = [await server.open_stream() for _ in range(3)]
             await trio.testing.wait_all_tasks_blocked()
-            ca, cb, cc = (server.caller(s) for s in (a, b, c))
+            ca, cb, cc = [await server.caller(s) for s in (a, b, c)]
             other = trio_tcp.Group()
             other.add(ca)
             other.add(ca)  # twice: once
@@ -634,7 +635,7 @@ async def test_a_message_one_member_cannot_frame_reaches_nobody() -> None:
                 room.group.send_message_nowait(b"too long")
             with pytest.raises(trio_tcp.FramingError):
                 room.group.send_message_nowait(b"a\nb")
-            assert [server.caller(s).outbox_size for s in (roomy, short)] == [0, 0]
+            assert [(await server.caller(s)).outbox_size for s in (roomy, short)] == [0, 0]
             room.group.send_message_nowait(b"ok")
             assert await read_exactly(roomy, 3) == b"ok\n"
             assert await read_exactly(short, 3) == b"ok\n"
@@ -650,8 +651,8 @@ async def test_a_group_message_to_a_member_without_framing_is_a_usage_error() ->
             with pytest.raises(trio_tcp.UsageError, match="framing"):
                 room.group.send_message_nowait(b"hi")
             with pytest.raises(trio_tcp.UsageError, match="framing"):
-                server.caller(client).send_message_nowait(b"hi")
-            assert server.caller(client).outbox_size == 0
+                (await server.caller(client)).send_message_nowait(b"hi")
+            assert (await server.caller(client)).outbox_size == 0
 
 
 @pytest.mark.trio

@@ -219,6 +219,10 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         self._outgoing.reset = True
         self.close_now()
 
+    def _is_peer_of(self, other: object) -> bool:
+        """Whether ``other`` is the other end of this connection."""
+        return isinstance(other, MemoryStream) and other._outgoing is self._incoming
+
     def _wake(self) -> None:
         for direction in (self._incoming, self._outgoing):
             direction.readable.unpark_all()
