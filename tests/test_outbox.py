@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import socket
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+import trustme
 from _loopback import eventually
 
 import trio_tcp
@@ -371,26 +373,64 @@ async def test_a_graceful_stop_sends_the_whole_outbox_first(
         assert (member.errors, member.closes) == ([], 1)
 
 
+@pytest.mark.parametrize("end", ["graceful stop", "idle timeout", "caller.close"])
 @pytest.mark.trio
-async def test_a_graceful_stop_without_timeout_ends_despite_a_peer_that_does_not_read(
-    autojump_clock: trio.testing.MockClock,
+async def test_an_orderly_close_ends_despite_a_peer_that_does_not_read(
+    end: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     # The outbox task is stuck sending to the peer, with more queued behind it:
     # the close gives such a peer no more than its usual chance (2 s), as it
-    # does when the connection itself was writing.
-    with trio.fail_after(60):
+    # does when the connection itself was writing. No write_timeout is set.
+    with trio.fail_after(600):
         room = Room()
-        async with open_memory_server(room, buffer_size=BUFFER) as server:
+        async with open_memory_server(room, buffer_size=BUFFER, idle_timeout=60) as server:
             stuck = await server.open_stream()
-            await trio.testing.wait_all_tasks_blocked()
             caller = await server.caller(stuck)
             caller.send_nowait(b"x" * 3000)
             await trio.testing.wait_all_tasks_blocked()
             caller.send_nowait(b"y" * 100)
-            await server.listener.graceful_stop()
+            start = trio.current_time()
+            if end == "graceful stop":
+                await server.listener.graceful_stop()  # no timeout of its own
+            elif end == "caller.close":
+                await caller.close()
+            await eventually(lambda: server.stats.active_connections == 0)
+            assert trio.current_time() - start < 60 + 5
             assert outbox_tasks() == 0
         [member] = room.members.values()
         assert member.closes == 1
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.trio
+async def test_the_outbox_over_tls(
+    version: ssl.TLSVersion, trustme_ca: trustme.CA, trustme_cert: trustme.LeafCert
+) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme_cert.configure_cert(server_context)
+    server_context.minimum_version = server_context.maximum_version = version
+    client_context = ssl.create_default_context()
+    trustme_ca.configure_trust(client_context)
+    with trio.fail_after(10):
+        room = Room(LineMember)
+        async with open_memory_server(room, secure_socket=server_context) as server:
+            alice, bob = [
+                await server.connect(framing=Delimited(b"\n"), ssl_context=client_context)
+                for _ in range(2)
+            ]
+            await server.caller(bob)
+            lines = [b"%d" % index * 500 for index in range(50)]  # while bob reads
+            for line in lines:
+                await alice.write_message(line)
+            for line in lines:
+                assert await bob.read_message() == line
+            room.group.send_message_nowait(b"goodbye")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.listener.graceful_stop)
+                assert await bob.read_message() == b"goodbye"
+                with pytest.raises(trio_tcp.ConnectionClosedError):
+                    await bob.read_message()  # close_notify, after the outbox
+        assert all(not member.errors for member in room.members.values())
 
 
 @pytest.mark.trio
@@ -573,6 +613,8 @@ async def test_group_add_discard_and_exclude() -> None:
             assert cc not in other
             with pytest.raises(TypeError):
                 other.add("not a caller")  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                other.discard("not a caller")  # type: ignore[arg-type]
             with pytest.raises(TypeError):
                 other.send_nowait("text")  # type: ignore[arg-type]
             # A member of two groups leaves both.

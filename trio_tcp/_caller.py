@@ -274,6 +274,8 @@ class Group:
 
     def discard(self, caller: Caller) -> None:
         """Remove ``caller`` if it is a member."""
+        if not isinstance(caller, Caller):
+            raise TypeError(f"a Group holds Callers, got {type(caller).__name__}")
         if self._members.pop(caller.id, None) is not None and caller._groups:
             caller._groups.remove(self)
 
