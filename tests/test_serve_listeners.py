@@ -176,6 +176,20 @@ async def test_the_listener_options_apply_on_a_unix_socket() -> None:
 
 
 @pytest.mark.trio
+async def test_a_unix_peer_counts_as_a_trusted_proxy() -> None:
+    with trio.fail_after(5), short_directory() as directory:
+        path = directory / "app.sock"
+        hub = Hub()
+        options: dict[str, Any] = {"proxy_protocol": True, "trusted_proxies": ["10.0.0.0/8"]}
+        async with serving(trio_tcp.Listener(0, **options), [unix_listener(path)], hub) as served:
+            async with await trio.open_unix_socket(str(path)) as stream:
+                await stream.send_all(b"PROXY TCP4 198.51.100.7 192.0.2.1 41000 443\r\nping")
+                assert await stream.receive_some() == b"ping"
+            assert hub.callers[0].remote_host == "198.51.100.7"
+            assert served.stats.refused == 0
+
+
+@pytest.mark.trio
 async def test_an_idle_timeout_on_a_unix_socket(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(600), short_directory() as directory:
         path = directory / "app.sock"
@@ -339,6 +353,27 @@ async def test_a_trio_ssl_listener_is_served_with_its_own_tls(
             [caller] = hub.callers
             assert caller.is_secure
             assert caller.tls_version in ("TLSv1.2", "TLSv1.3")
+
+
+@pytest.mark.trio
+async def test_a_proxy_header_comes_before_the_tls_of_a_trio_ssl_listener(
+    trustme_ca: trustme.CA, trustme_cert: trustme.LeafCert
+) -> None:
+    with trio.fail_after(10):
+        tcp, inherited = inherited_tcp_listener()
+        tls = trio.SSLListener(tcp, server_context(trustme_cert))
+        hub = Hub()
+        async with serving(trio_tcp.Listener(0, proxy_protocol=True), [tls], hub):
+            raw = await trio.open_tcp_stream("127.0.0.1", inherited.getsockname()[1])
+            await raw.send_all(b"PROXY TCP4 198.51.100.7 192.0.2.1 41000 443\r\n")
+            stream = trio.SSLStream(raw, client_context(trustme_ca), server_hostname="localhost")
+            assert await echo_over(stream) == b"ping"
+            [caller] = hub.callers
+            assert (caller.remote_host, caller.remote_port, caller.is_secure) == (
+                "198.51.100.7",
+                41000,
+                True,
+            )
 
 
 @pytest.mark.trio
