@@ -394,14 +394,17 @@ async def test_an_orderly_close_ends_despite_a_peer_that_does_not_read(
                 await server.listener.graceful_stop()  # no timeout of its own
             elif end == "caller.close":
                 await caller.close()
-            await eventually(lambda: server.stats.active_connections == 0)
+            while server.stats.active_connections:  # noqa: ASYNC110 - a counter, no event
+                await trio.sleep(1)  # simulated: coarse polling is as good, and cheaper
             assert trio.current_time() - start < 60 + 5
             assert outbox_tasks() == 0
         [member] = room.members.values()
         assert member.closes == 1
 
 
-@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=lambda v: v.name
+)
 @pytest.mark.trio
 async def test_the_outbox_over_tls(
     version: ssl.TLSVersion, trustme_ca: trustme.CA, trustme_cert: trustme.LeafCert
