@@ -1,8 +1,10 @@
 """A chat server: every line a client sends goes to every other connected client.
 
-Each connection's task writes to the *other* callers, which is safe: writes to a
-``Caller`` from any task are serialised. A client that stops reading is cut off
-after a second instead of stalling everyone else::
+The room is a ``trio_tcp.Group``: a line is queued in each member's outbox and
+the sender goes on at once, so a client that stops reading never holds up the
+others. Once more than the listener's ``outbox_limit`` (256 KiB) waits for
+it, that client is disconnected. A client silent in a quiet room for
+``IDLE_TIMEOUT`` is disconnected too::
 
     python examples/chat_server.py --port 3001
     nc localhost 3001        # in two or more terminals, then type
@@ -13,7 +15,6 @@ Stop it with Ctrl-C (or SIGTERM): the listener stops gracefully.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import signal
 
@@ -22,34 +23,21 @@ import trio
 import trio_tcp
 from trio_tcp.framing import Delimited
 
-#: How long one slow reader may hold up a broadcast before it is disconnected.
-SEND_TIMEOUT = 1.0
+#: Seconds without a byte either way before a member is disconnected.
+IDLE_TIMEOUT = 15 * 60.0
 
 
 class ChatRoom(trio_tcp.Service):
-    """Keeps the connected callers and relays lines between them."""
+    """One room: every connection joins it."""
 
     def __init__(self) -> None:
-        self.members: dict[str, trio_tcp.Caller] = {}
+        self.members = trio_tcp.Group()
 
-    async def on_connect(self, caller: trio_tcp.Caller) -> trio_tcp.ConnectionService:
-        self.members[caller.id] = caller
-        await self.broadcast(caller, f"* {caller.remote_host}:{caller.remote_port} joined")
-        return Member(self, caller)
-
-    async def broadcast(self, sender: trio_tcp.Caller, line: str) -> None:
-        data = line.encode() + b"\n"
-        async with trio.open_nursery() as nursery:
-            for member in list(self.members.values()):
-                if member is not sender:
-                    nursery.start_soon(self.send, member, data)
-
-    async def send(self, member: trio_tcp.Caller, data: bytes) -> None:
-        # A write cut short by the timeout closes that member's connection:
-        # it may have received half a line, so it cannot continue.
-        # ConnectionClosedError: it left in the meantime, and its on_close removes it.
-        with trio.move_on_after(SEND_TIMEOUT), contextlib.suppress(trio_tcp.ConnectionClosedError):
-            await member.write_bytes(data)
+    def on_connect(self, caller: trio_tcp.Caller) -> Member:
+        name = f"{caller.remote_host}:{caller.remote_port}".encode()
+        self.members.send_message_nowait(b"* " + name + b" joined")
+        self.members.add(caller)  # it leaves by itself when its connection ends
+        return Member(self.members, caller, name)
 
 
 class Member(trio_tcp.ConnectionService):
@@ -57,24 +45,24 @@ class Member(trio_tcp.ConnectionService):
 
     framing = Delimited(b"\n", max_size=4096)
 
-    def __init__(self, room: ChatRoom, caller: trio_tcp.Caller) -> None:
-        self.room = room
+    def __init__(self, members: trio_tcp.Group, caller: trio_tcp.Caller, name: bytes) -> None:
+        self.members = members
         self.caller = caller
-        self.name = f"{caller.remote_host}:{caller.remote_port}"
+        self.name = name
 
     async def on_bytes(self, line: bytes) -> None:
-        text = line.decode(errors="replace").rstrip("\r")
-        await self.room.broadcast(self.caller, f"<{self.name}> {text}")
+        text = line.rstrip(b"\r")
+        self.members.send_message_nowait(b"<" + self.name + b"> " + text, exclude=self.caller)
 
     async def on_close(self) -> None:
-        self.room.members.pop(self.caller.id, None)
-        with trio.move_on_after(SEND_TIMEOUT):
-            await self.room.broadcast(self.caller, f"* {self.name} left")
+        self.members.send_message_nowait(b"* " + self.name + b" left")
 
 
 async def main(host: str, port: int) -> None:
     async with trio.open_nursery() as nursery:
-        serve = functools.partial(trio_tcp.serve, port, ChatRoom(), local_host=host)
+        serve = functools.partial(
+            trio_tcp.serve, port, ChatRoom(), local_host=host, idle_timeout=IDLE_TIMEOUT
+        )
         listener = await nursery.start(serve)
         print(f"Chat server listening on {host}:{listener.port}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

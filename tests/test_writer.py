@@ -451,14 +451,14 @@ async def test_outbox_overflow_under_raise_refuses_only_that_message() -> None:
     with trio.fail_after(5):
         counters = Counters()
         writer, stream = make_writer(counters=counters)
-        writer.outbox_limit, writer.outbox_overflow = 100, "raise"
+        writer.outbox_limit, writer.outbox_overflow = 160, "raise"
         stream.hold = trio.Event()
         async with trio.open_nursery() as nursery:
             writer.spawn = nursery.start_soon
             writer.send_nowait(b"a" * 60)
             await trio.testing.wait_all_tasks_blocked()  # the writer task is sending it
-            writer.send_nowait(b"b" * 60)  # queued: 60 of 100
-            with pytest.raises(OutboxFullError, match="limit of 100"):
+            writer.send_nowait(b"b" * 60)  # 120 of 160: the batch being sent counts too
+            with pytest.raises(OutboxFullError, match="limit of 160"):
                 writer.send_nowait(b"c" * 41)
             writer.send_nowait(b"d" * 40)  # exactly at the limit: taken
             stream.hold.set()
@@ -481,8 +481,8 @@ async def test_outbox_overflow_under_close_aborts_the_connection() -> None:
             writer.spawn = nursery.start_soon
             writer.send_nowait(b"a" * 60)
             await trio.testing.wait_all_tasks_blocked()
-            writer.send_nowait(b"b" * 60)
-            writer.send_nowait(b"c" * 41)  # over: returns, but the connection is done
+            writer.send_nowait(b"b" * 40)  # 100 of 100, the batch being sent included
+            writer.send_nowait(b"c" * 1)  # over: returns, but the connection is done
             assert writer.aborted
             assert isinstance(writer.failure, OutboxFullError)
             assert writer.pending == 0

@@ -44,7 +44,9 @@ class Caller(ConnectionInfo, trio.abc.AsyncResource):
       ``outbox_overflow="raise"``, the sender gets that error instead.
 
     Both keep one order: data goes out in the order it was written or queued,
-    whichever task wrote it.
+    whichever task wrote it. A ``write_bytes`` that has to wait for its turn
+    (another send is under way) takes its place when its turn comes: what
+    other tasks queued meanwhile goes first.
 
     Resource handling:
         ``await caller.close()`` (or ``aclose()``) ends the connection in an
@@ -68,6 +70,7 @@ class Caller(ConnectionInfo, trio.abc.AsyncResource):
         "_groups",
         "_id",
         "_proxy",
+        "_ready",
         "_stop",
         "_stream",
         "_writer",
@@ -88,6 +91,8 @@ class Caller(ConnectionInfo, trio.abc.AsyncResource):
         self._stop = stop
         self._proxy = proxy
         self._framing: Framing | None = None
+        # Whether on_connect has returned the connection service (which has the framing).
+        self._ready = False
         self._groups: list[Group] | None = None
         #: Payload bytes received on this connection so far.
         self.bytes_received = 0
@@ -120,7 +125,11 @@ class Caller(ConnectionInfo, trio.abc.AsyncResource):
 
     @property
     def outbox_size(self) -> int:
-        """Bytes queued for this connection and not sent yet (by any of the ways to write)."""
+        """Bytes queued for this connection and not sent yet, those being sent included.
+
+        That is the outbox (:meth:`send_nowait`) and replies waiting to go
+        out; the listener's ``outbox_limit`` bounds it.
+        """
         return self._writer.pending
 
     async def write_bytes(self, data: Bytes) -> None:
@@ -195,6 +204,11 @@ class Caller(ConnectionInfo, trio.abc.AsyncResource):
         check_bytes(message)
         framing = self._framing
         if framing is None:
+            if not self._ready:
+                raise UsageError(
+                    "no framing yet: a message can be written once on_connect has returned"
+                    " the connection service (write framing.encode(message) as bytes before)"
+                )
             raise UsageError(
                 "writing a message needs a connection service with a 'framing' attribute"
             )
@@ -260,6 +274,8 @@ class Group:
 
     def discard(self, caller: Caller) -> None:
         """Remove ``caller`` if it is a member."""
+        if not isinstance(caller, Caller):
+            raise TypeError(f"a Group holds Callers, got {type(caller).__name__}")
         if self._members.pop(caller.id, None) is not None and caller._groups:
             caller._groups.remove(self)
 
@@ -278,6 +294,11 @@ class Group:
     def send_message_nowait(self, message: Bytes, *, exclude: Caller | None = None) -> list[Caller]:
         """Frame ``message`` with each member's framing and queue it; see :meth:`send_nowait`.
 
+        A member whose ``on_connect`` has not returned yet has no framing
+        yet: it is skipped, as if it had joined just after the message.
+        The message is framed for every member before it is queued for any,
+        so an error leaves every outbox as it was.
+
         Raises:
             UsageError: a member's connection service has no ``framing``.
             FramingError: the message breaks a member's framing rules.
@@ -285,7 +306,9 @@ class Group:
         check_bytes(message)
         encoded: dict[int, bytes] = {}  # one encoding per framing object
 
-        def frame(caller: Caller) -> bytes:
+        def frame(caller: Caller) -> bytes | None:
+            if not caller._ready:
+                return None
             key = id(caller._framing)
             if key not in encoded:
                 encoded[key] = caller._frame(message)
@@ -293,13 +316,21 @@ class Group:
 
         return self._send(frame, exclude)
 
-    def _send(self, payload_for: Callable[[Caller], bytes], exclude: Caller | None) -> list[Caller]:
+    def _send(
+        self, payload_for: Callable[[Caller], bytes | None], exclude: Caller | None
+    ) -> list[Caller]:
+        # Every payload first: what can fail, fails before anything is queued.
+        payloads = [
+            (caller, payload)
+            for caller in self._members.values()
+            if caller is not exclude
+            and not caller.closed
+            and (payload := payload_for(caller)) is not None
+        ]
         skipped: list[Caller] = []
-        for caller in list(self._members.values()):
-            if caller is exclude or caller.closed:
-                continue
+        for caller, payload in payloads:
             try:
-                caller._writer.send_nowait(payload_for(caller))
-            except OutboxFullError:
+                caller._writer.send_nowait(payload)
+            except OutboxFullError:  # noqa: PERF203 - only under "raise", for a slow member
                 skipped.append(caller)
         return skipped

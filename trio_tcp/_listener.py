@@ -94,6 +94,7 @@ class _Run:
         "port",
         "serving",
         "slots",
+        "started",
         "stopped",
     )
 
@@ -106,6 +107,7 @@ class _Run:
         self.handlers: trio.Nursery | None = None
         self.serving: Serving | None = None
         self.graceful = False
+        self.started = False  # accepting (task_status.started() was called)
         self.stopped = trio.Event()
 
 
@@ -186,7 +188,8 @@ class Listener:
     def __repr__(self) -> str:
         port = self.port
         where = f"{self._config.local_host or '*'}:{port if port is not None else self._port}"
-        state = "stopped" if self._run is None else "starting" if port is None else "serving"
+        run = self._run
+        state = "stopped" if run is None else "serving" if run.started else "starting"
         return f"<trio_tcp.Listener {where} {state}>"
 
     @property
@@ -287,7 +290,11 @@ class Listener:
         if not listeners:
             raise ValueError("serve_listeners needs at least one listener")
         listeners = [_lean(listener) for listener in listeners]
-        run = self._begin()
+        try:
+            run = self._begin()
+        except BaseException:
+            await _close_all(listeners)  # they belong to this call, served or not
+            raise
         try:
             ssl_context = self._ssl_context()
         except BaseException:
@@ -391,6 +398,9 @@ class Listener:
                                     acceptors.start_soon(_sweep, run, config.idle_timeout)
                                 if run.port is not None:
                                     log.info("listening on port %d", run.port)
+                                else:
+                                    log.debug("serving %d listener(s)", len(listeners))
+                                run.started = True
                                 task_status.started()
                     finally:
                         # Accepting is over. Before the sockets close (which resets

@@ -16,6 +16,8 @@ queued, before the server accepts it.
 
 from __future__ import annotations
 
+import operator
+
 import trio
 from trio.lowlevel import (
     ParkingLot,
@@ -137,13 +139,17 @@ class MemoryStream(trio.abc.HalfCloseableStream):
                 await checkpoint()
             else:
                 await out.writable.park()
+                if self._closed:
+                    raise trio.ClosedResourceError("this stream was closed while waiting")
         finally:
             self._sending = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Receive at most ``max_bytes`` bytes; ``b""`` once the peer sent EOF and all is read."""
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as trio's streams
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
         if self._receiving:
             raise trio.BusyResourceError("another task is receiving on this stream")
         self._receiving = True
@@ -212,6 +218,10 @@ class MemoryStream(trio.abc.HalfCloseableStream):
             return
         self._outgoing.reset = True
         self.close_now()
+
+    def _is_peer_of(self, other: object) -> bool:
+        """Whether ``other`` is the other end of this connection."""
+        return isinstance(other, MemoryStream) and other._outgoing is self._incoming
 
     def _wake(self) -> None:
         for direction in (self._incoming, self._outgoing):

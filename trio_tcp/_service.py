@@ -138,3 +138,7 @@ class Callbacks:
                 raise TypeError(f"{name} must take (data) or (caller, data)")
             self.bytes_async = is_async
         self.on_bytes = on_bytes
+        # From now on the caller can take messages (or refuse them for want of
+        # a framing); until now it was still in on_connect.
+        caller._framing = self.framing
+        caller._ready = True

@@ -32,8 +32,9 @@ instead of a stream silently resumed in the middle of a message.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 from trio.lowlevel import ParkingLot, checkpoint, checkpoint_if_cancelled
@@ -95,6 +96,7 @@ class Writer:
     __slots__ = (
         "_counters",
         "_gate",
+        "_in_flight",
         "_outbox",
         "_pending",
         "_pending_size",
@@ -138,6 +140,9 @@ class Writer:
         self._gate: ParkingLot | None = None  # made on the first contended send
         self._pending: list[Bytes] = []
         self._pending_size = 0
+        # Queued bytes a send has taken and not finished sending: still held,
+        # so still counted against the outbox limit.
+        self._in_flight = 0
         # The outbox: its bound and policy, how to start its task, and its state.
         self.outbox_limit = 0
         self.outbox_overflow = "close"
@@ -146,8 +151,8 @@ class Writer:
 
     @property
     def pending(self) -> int:
-        """Bytes queued and not sent yet."""
-        return self._pending_size
+        """Bytes queued and not sent yet, including those a send is on (an outbox's size)."""
+        return self._pending_size + self._in_flight
 
     @property
     def has_outbox(self) -> bool:
@@ -185,7 +190,8 @@ class Writer:
         """
         if not self._pending:
             return
-        await self._acquire()
+        stall = self.timeout if timeout is None else timeout
+        await self._acquire(stall)
         try:
             if not self._pending:
                 return  # another task's send took it
@@ -193,7 +199,7 @@ class Writer:
                 self._pending.clear()
                 self._pending_size = 0
                 raise ConnectionClosedError("connection already closed")
-            await self._send(self._take(), self.timeout if timeout is None else timeout)
+            await self._send(self._take(), stall)
         finally:
             self._release()
 
@@ -203,9 +209,10 @@ class Writer:
         if self.closed:
             raise ConnectionClosedError("connection already closed")
         size = len(data)
-        if self._pending_size + size > self.outbox_limit:
+        waiting = self.pending
+        if waiting + size > self.outbox_limit:
             error = OutboxFullError(
-                f"outbox full: {self._pending_size} bytes waiting, {size} more would pass the"
+                f"outbox full: {waiting} bytes waiting, {size} more would pass the"
                 f" limit of {self.outbox_limit} (the peer does not read fast enough)"
             )
             if self.outbox_overflow == "raise":
@@ -252,7 +259,7 @@ class Writer:
         self.aborted = self.closed = True
         self.failure = failure
         self._pending.clear()
-        self._pending_size = 0
+        self._pending_size = self._in_flight = 0
         if self.on_abort is not None:
             self.on_abort()
         if self._outbox is not None:
@@ -265,11 +272,18 @@ class Writer:
         pending = self._pending
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
+        # The queued bytes lead the data sent, so each piece sent releases them first.
+        self._in_flight += self._pending_size
         self._pending_size = 0
         return data
 
-    async def _acquire(self) -> None:
-        """Take the gate, in arrival order; honours a cancellation while nothing is sent."""
+    async def _acquire(self, stall: float | None = None) -> None:
+        """Take the gate, in arrival order; honours a cancellation while nothing is sent.
+
+        With a ``stall`` limit, a send ahead that makes no progress for that
+        long stalls this one too (the outbox task's sends may have no limit
+        of their own, and the close that flushes after them must end).
+        """
         if not self._writing:
             await checkpoint_if_cancelled()
             self._writing = True
@@ -277,7 +291,13 @@ class Writer:
         gate = self._gate
         if gate is None:
             gate = self._gate = ParkingLot()
-        await gate.park()  # the releasing task hands the gate over: _writing stays True
+        while True:
+            progress = self.bytes_sent
+            with trio.move_on_after(math.inf if stall is None else stall):
+                await gate.park()  # the releasing task hands the gate over: _writing stays True
+                break
+            if self.bytes_sent == progress:
+                await self._stalled(stall)
         try:
             await checkpoint_if_cancelled()
         except BaseException:
@@ -301,12 +321,7 @@ class Writer:
                     for start in range(0, len(data), _SLICE):
                         await self._send_piece(view[start : start + _SLICE], stall)
         except trio.TooSlowError:
-            stalled = WriteTimeoutError(
-                f"a write made no progress for {stall:g} s (the peer is not reading);"
-                " connection closed"
-            )
-            await self.abort(stalled)
-            raise stalled from None
+            await self._stalled(stall)
         except STREAM_ERRORS as exc:
             error = stream_error(exc)
             await self.abort(error)
@@ -316,6 +331,13 @@ class Writer:
             # unknown state, so it cannot be used again.
             await self.abort(None)
             raise
+
+    async def _stalled(self, stall: float | None) -> NoReturn:
+        stalled = WriteTimeoutError(
+            f"a write made no progress for {stall:g} s (the peer is not reading); connection closed"
+        )
+        await self.abort(stalled)
+        raise stalled from None
 
     async def _send_piece(self, data: Bytes, stall: float | None) -> None:
         stream = self.stream
@@ -329,6 +351,7 @@ class Writer:
             if scope.cancelled_caught:
                 raise trio.TooSlowError
         size = len(data)
+        self._in_flight = max(0, self._in_flight - size)
         self.bytes_sent += size
         if self._counters is not None:
             self._counters.bytes_sent += size

@@ -33,6 +33,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import trio
+import trio.testing
 
 from ._caller import Caller
 from ._client import Client, _handshake
@@ -134,18 +135,33 @@ class MemoryServer:
                 raise
         return Client(stream, timeout=timeout, write_timeout=write_timeout, framing=framing)
 
-    def caller(self, client: Client | MemoryStream) -> Caller:
+    async def caller(self, client: Client | MemoryStream) -> Caller:
         """The server-side :class:`~trio_tcp.Caller` of a connection made by this server.
 
+        ::
+
+            client = await server.connect()
+            caller = await server.caller(client)
+
+        It first lets the server get as far as it can
+        (:func:`trio.testing.wait_all_tasks_blocked`): a connection just
+        made has not been accepted yet.
+
         Raises:
-            LookupError: the connection has not reached ``on_connect`` yet, or is over.
+            LookupError: the connection has not reached ``on_connect`` (its
+                PROXY header or TLS handshake is still awaited), or is over.
         """
-        ends = client._endpoints if isinstance(client, Client) else client.endpoints
+        await trio.testing.wait_all_tasks_blocked()
+        # Matched by the connection itself, not by address: a PROXY header
+        # gives the caller another one, and a test may give two clients the same.
+        end = client._writer.raw if isinstance(client, Client) else client
         for caller in self.callers:
-            if (caller.remote_host, caller.remote_port) == (ends.local_host, ends.local_port):
+            server_end = caller._writer.raw
+            if isinstance(server_end, MemoryStream) and server_end._is_peer_of(end):
                 return caller
+        ends = client._endpoints if isinstance(client, Client) else client.endpoints
         raise LookupError(
-            f"no caller for {ends.local_host}:{ends.local_port} (not connected yet, or closed)"
+            f"no caller for {ends.local_host}:{ends.local_port} (before on_connect, or closed)"
         )
 
     @property
@@ -193,13 +209,20 @@ async def open_memory_server(
     memory = MemoryListener(buffer_size=buffer_size)
     server = MemoryServer(listener, memory)
     listener.attach(service)
+    failure: BaseException | None = None
     async with trio.open_nursery() as nursery:
         await nursery.start(listener.serve_listeners, [memory])
         try:
             yield server
+        except BaseException as exc:
+            # Raised again below, once the nursery is closed: a failed assert
+            # reaches pytest as itself, not wrapped in an exception group.
+            failure = exc
         finally:
             with trio.CancelScope(shield=True):
                 await listener.graceful_stop(timeout=_STOP_GRACE)
+    if failure is not None:
+        raise failure
 
 
 # How long the closing stop of an in-memory server may take before what is left
@@ -214,6 +237,8 @@ async def open_service_client(
     framing: Framing | None = None,
     remote_host: str = "127.0.0.1",
     remote_port: int | None = None,
+    timeout: float | None = DEFAULT_READ_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
     **listener_options: Unpack[ListenerOptions],
 ) -> AsyncIterator[Client]:
     """A :class:`~trio_tcp.Client` connected to ``service``, served in memory.
@@ -230,14 +255,29 @@ async def open_service_client(
         framing: the client's framing, for ``read_message``/``write_message``.
         remote_host: the client's address, as the service sees it.
         remote_port: the client's port (default: one of its own).
+        timeout: the client's read timeout, as for ``Client.connect``
+            (``None`` for a test that waits longer than its 300 s in
+            simulated time).
+        ssl_context: a client-side context, for a service served with
+            ``secure_socket`` (see :meth:`MemoryServer.connect`).
         listener_options: as for :func:`open_memory_server`.
 
     On exit the client closes, and the block waits for the service's
     ``on_close``.
+
+    Raises:
+        UsageError: ``secure_socket`` without an ``ssl_context`` (the
+            client would speak plaintext to a TLS service).
     """
+    if listener_options.get("secure_socket") is not None and ssl_context is None:
+        raise UsageError("the service is served with secure_socket: pass an ssl_context too")
     async with open_memory_server(service, **listener_options) as server:
         client = await server.connect(
-            framing=framing, remote_host=remote_host, remote_port=remote_port
+            framing=framing,
+            remote_host=remote_host,
+            remote_port=remote_port,
+            timeout=timeout,
+            ssl_context=ssl_context,
         )
         async with client:
             yield client
