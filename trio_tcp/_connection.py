@@ -593,7 +593,11 @@ class Connection:
                 self._scope, self._phase = scope, _SERVING
                 if self._stopping and caller.bytes_received == 0:
                     scope.deadline = trio.current_time() + FIRST_BYTE_GRACE
-                while not (self._stopping or self._closing):
+                # Stopping before a single byte arrived (the stop came during the
+                # header, the handshake or on_connect, or took the connection from
+                # the accept queue): the loop still waits, within the grace, for
+                # the request a client sends right after its connect returns.
+                while not (self._closing or (self._stopping and caller.bytes_received)):
                     self._waiting = True
                     try:
                         data = await receive_some(RECEIVE_SIZE)
