@@ -509,6 +509,97 @@ async def test_a_silent_tls_client_is_closed_after_the_grace_not_the_handshake_t
             assert listener.stats.aborted == 1
 
 
+# -- closing destroys no reply ------------------------------------------------------------------
+
+#: 40 pipelined requests of 60,000 B each (the line and its newline), echoed.
+PIPELINED = 40
+LINE = b"x" * 59_999 + b"\n"
+
+
+async def read_slowly(stream: trio.abc.ReceiveStream) -> bytes:
+    """Read until EOF, a little at a time: replies stay unacknowledged for a while."""
+    received = bytearray()
+    while True:
+        try:
+            chunk = await stream.receive_some(8192)
+        except trio.BrokenResourceError:
+            pytest.fail(f"reset after {len(received)} bytes ({len(received) / len(LINE):g} lines)")
+        if not chunk:
+            return bytes(received)
+        received += chunk
+        await trio.sleep(0.001)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("end", ["graceful-stop", "caller-close"])
+async def test_every_reply_to_pipelined_requests_arrives_then_eof(
+    end: str, clients: Clients
+) -> None:
+    with trio.fail_after(BOUND):
+        service = Echo(close_after=2 if end == "caller-close" else None)
+        async with serving(service) as listener:
+            sock = clients.connect(port_of(listener), rcvbuf=CLIENT_RCVBUF)
+            stream = as_stream(sock)
+            # The requests go out from a thread, as fast as the kernel takes them.
+            sender = sock.dup()
+            sender.settimeout(BOUND)
+
+            def pipeline() -> None:
+                with sender:
+                    try:
+                        for _ in range(PIPELINED):
+                            sender.sendall(LINE)
+                    except OSError:
+                        pass  # the server closed: the rest was never taken (nor answered)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, pipeline)
+                if end == "graceful-stop":
+                    await trio.sleep(0.2)
+                    nursery.start_soon(listener.graceful_stop)
+                await trio.sleep(0.3)  # the client reads late
+                received = await read_slowly(stream)
+            await stream.aclose()
+            (caller,) = service.callers
+            assert len(received) == caller.bytes_sent
+            assert received == LINE * (len(received) // len(LINE))
+            if end == "caller-close":
+                assert len(received) == 2 * len(LINE)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("version", TLS_VERSIONS)
+@pytest.mark.parametrize("end", ["graceful-stop", "caller-close"])
+async def test_every_tls_reply_to_pipelined_requests_arrives_then_close_notify(
+    certs: Certs, version: ssl.TLSVersion, end: str, clients: Clients
+) -> None:
+    with trio.fail_after(BOUND):
+        service = Echo(close_after=2 if end == "caller-close" else None)
+        async with serving(service, secure_socket=server_tls(certs)) as listener:
+            sock = clients.connect(port_of(listener), rcvbuf=CLIENT_RCVBUF)
+            tls, transport = await tls_client(certs, sock, version)
+
+            async def pipeline() -> None:
+                for _ in range(PIPELINED):
+                    await tls.send_all(LINE)
+                    if transport.send_failed:
+                        return  # the server closed: the rest was never taken (nor answered)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pipeline)
+                if end == "graceful-stop":
+                    await trio.sleep(0.2)
+                    nursery.start_soon(listener.graceful_stop)
+                await trio.sleep(0.3)
+                received = await read_slowly(tls)  # b"" at close_notify; a reset fails
+            await trio.aclose_forcefully(tls)
+            (caller,) = service.callers
+            assert len(received) == caller.bytes_sent
+            assert received == LINE * (len(received) // len(LINE))
+            if end == "caller-close":
+                assert len(received) == 2 * len(LINE)
+
+
 # -- on_stop ------------------------------------------------------------------------------------
 
 
