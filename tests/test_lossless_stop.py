@@ -509,6 +509,28 @@ async def test_a_silent_tls_client_is_closed_after_the_grace_not_the_handshake_t
             assert listener.stats.aborted == 1
 
 
+@pytest.mark.trio
+async def test_a_client_silent_after_its_proxy_header_on_a_tls_port_is_closed_after_the_grace(
+    certs: Certs, clients: Clients
+) -> None:
+    with trio.fail_after(BOUND):
+        service = Echo()
+        async with serving(
+            service, secure_socket=server_tls(certs), proxy_protocol=True
+        ) as listener:
+            sock = clients.connect(port_of(listener))
+            send_now(sock, V1_HEADER)  # the load balancer connected; its client says nothing yet
+            await eventually(lambda: listener.stats.active_connections == 1)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            await listener.graceful_stop()  # not the 10 s handshake timeout
+            assert FIRST_BYTE_GRACE <= trio.current_time() - start < FIRST_BYTE_GRACE + 1
+            async with as_stream(sock) as stream:
+                assert await reply_then_eof(stream) == b""
+            assert listener.stats.errors == 0
+            assert listener.stats.aborted == 1
+
+
 # -- closing destroys no reply ------------------------------------------------------------------
 
 #: 40 pipelined requests of 60,000 B each (the line and its newline), echoed.

@@ -358,6 +358,14 @@ class Connection:
                 if header.source is not None and header.destination is not None:
                     ends = Endpoints(*header.source, *header.destination)
             if tls_context is not None:
+                if read_header and not first:
+                    # Only the header so far (a load balancer connects before its
+                    # client speaks): the ClientHello is the first payload byte, so
+                    # a stop gives it the first-byte grace, not the handshake timeout.
+                    got = await self._first_byte(raw, deadline, limit, ends, "TLS handshake")
+                    if got is None:
+                        return
+                    first = got
                 stream = trio.SSLStream(
                     TransportView(raw, first),
                     tls_context,
