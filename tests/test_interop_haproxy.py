@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -178,11 +178,13 @@ async def test_health_checks_count_as_aborted_log_nothing_and_keep_the_server_up
 # -- graceful stops under load ------------------------------------------------------------------
 
 
-def check(report: Report) -> None:
+def check(report: Report, record_property: Callable[[str, object], None]) -> None:
     """No loss the server caused, everything explained, nothing logged; the rest reported."""
     print(report.summary())
     for line in report.outside_reach:
         print("outside the server's reach:", line)
+    record_property("summary", report.summary())
+    record_property("outside_reach", len(report.outside_reach))
     assert report.server_losses == []
     assert report.unexplained == []
     assert report.backend_log == []
@@ -191,17 +193,17 @@ def check(report: Report) -> None:
 
 @pytest.mark.trio
 async def test_a_backend_stopped_under_load_loses_no_request_on_fresh_connections(
-    haproxy_executable: str, tmp_path: Path
+    haproxy_executable: str, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     with trio.fail_after(BOUND):
         report = await rolling_stop(haproxy_executable, tmp_path, round_trips=2000, concurrency=32)
     assert report.round_trips == 2000
-    check(report)
+    check(report, record_property)
 
 
 @pytest.mark.trio
 async def test_a_backend_stopped_under_load_loses_no_request_on_long_lived_connections(
-    haproxy_executable: str, tmp_path: Path
+    haproxy_executable: str, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     with trio.fail_after(BOUND):
         report = await rolling_stop(
@@ -209,4 +211,4 @@ async def test_a_backend_stopped_under_load_loses_no_request_on_long_lived_conne
         )
     assert report.round_trips == 2000
     assert report.retried > 0  # the stop did close connections between requests
-    check(report)
+    check(report, record_property)
