@@ -51,8 +51,9 @@ DRAIN_WAIT = 0.1
 #: queued for the peer; nginx's ``lingering_time`` defaults to 30 s, but a
 #: peer that has seen our FIN answers at once or never, so 2 s is plenty.
 LINGER_TIME = 2.0
-#: Lingering close: at most this many bytes are discarded before closing anyway,
-#: so a peer that keeps sending cannot hold the connection.
+#: Lingering close: at most this many bytes are read and discarded. Past it,
+#: reading stops and the close only waits (within ``LINGER_TIME``) for the peer
+#: to acknowledge our replies, so a peer that keeps sending costs no more.
 LINGER_BYTES = 256 * 1024
 #: Replies to the messages of one received chunk are sent together, in one
 #: write, once the chunk is handled (as Netty flushes on read-complete); past

@@ -373,6 +373,14 @@ class Connection:
                 if header.source is not None and header.destination is not None:
                     ends = Endpoints(*header.source, *header.destination)
             if tls_context is not None:
+                if read_header and not first:
+                    # Only the header so far (a load balancer connects before its
+                    # client speaks): the ClientHello is the first payload byte, so
+                    # a stop gives it the first-byte grace, not the handshake timeout.
+                    got = await self._first_byte(raw, deadline, limit, ends, "TLS handshake")
+                    if got is None:
+                        return False
+                    first = got
                 stream = trio.SSLStream(
                     TransportView(raw, first),
                     tls_context,
@@ -570,7 +578,11 @@ class Connection:
                 self._scope, self._phase = scope, _SERVING
                 if self._stopping and caller.bytes_received == 0:
                     scope.deadline = trio.current_time() + FIRST_BYTE_GRACE
-                while not (self._stopping or self._closing):
+                # Stopping before a single byte arrived (the stop came during the
+                # header, the handshake or on_connect, or took the connection from
+                # the accept queue): the loop still waits, within the grace, for
+                # the request a client sends right after its connect returns.
+                while not (self._closing or (self._stopping and caller.bytes_received)):
                     self._waiting = True
                     try:
                         data = await receive_some(RECEIVE_SIZE)

@@ -166,8 +166,14 @@ async def linger(stream: trio.abc.Stream) -> tuple[int, bool]:
     of stream, or until nothing is unread *and* the peer has acknowledged
     everything we sent (then even a later reset loses nothing); where the
     transport cannot tell the latter, until the end of stream. Bounded by
-    :data:`~trio_tcp._config.LINGER_TIME` and
-    :data:`~trio_tcp._config.LINGER_BYTES`, and by any deadline around it.
+    :data:`~trio_tcp._config.LINGER_TIME`, and by any deadline around it.
+
+    Past :data:`~trio_tcp._config.LINGER_BYTES` discarded, a peer that keeps
+    sending (pipelined requests that will never be answered) gets no more
+    reading, but the wait for its acknowledgement goes on: its data then
+    stays unread and closing resets the connection, yet the peer already
+    holds every reply and our FIN, so it reads them and then EOF. Stopping at
+    the byte bound instead would destroy the replies it has not read yet.
 
     Returns:
         ``(bytes discarded, whether the peer's end of stream was reached)``.
@@ -176,17 +182,24 @@ async def linger(stream: trio.abc.Stream) -> tuple[int, bool]:
     unacked = _unacked_output(stream)
     poll = _LINGER_FIRST_POLL
     with trio.move_on_after(LINGER_TIME), contextlib.suppress(*_GONE):
-        while discarded < LINGER_BYTES:
-            if unacked is not None:
-                if not pending_input(stream) and unacked() == 0:
-                    return discarded, False  # delivered, nothing unread: safe to close
+        while True:
+            enough = discarded >= LINGER_BYTES
+            if unacked is None:
+                if enough:
+                    break
+                data = await stream.receive_some(RECEIVE_SIZE)
+            else:
+                if unacked() == 0 and (enough or not pending_input(stream)):
+                    return discarded, False  # delivered, FIN included: safe to close
+                if enough:
+                    await trio.sleep(poll)
+                    poll = min(poll * 2, _LINGER_MAX_POLL)
+                    continue
                 with trio.move_on_after(poll) as scope:
                     data = await stream.receive_some(RECEIVE_SIZE)
                 if scope.cancelled_caught:
                     poll = min(poll * 2, _LINGER_MAX_POLL)
                     continue
-            else:
-                data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return discarded, True
             discarded += len(data)
