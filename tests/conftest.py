@@ -11,9 +11,11 @@ per TLS version (tests that take ``server_context`` run for both).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import ssl
+from collections.abc import Iterator
 
 import pytest
 import trustme
@@ -33,6 +35,23 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=50)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+@pytest.fixture(autouse=True)
+def _library_logging_restored() -> Iterator[None]:
+    """Undo what a test's in-process ``trio-tcp`` run does to the ``trio_tcp`` loggers.
+
+    The command configures logging for its whole process (a handler on
+    stderr, no propagation to the root logger), which is right for a command
+    and wrong for the tests after it: their ``caplog`` would see nothing.
+    """
+    loggers = [logging.getLogger("trio_tcp"), logging.getLogger("trio_tcp.cli")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    yield
+    for logger, (handlers, propagate, level) in zip(loggers, saved, strict=True):
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)
 
 
 # -- certificates ---------------------------------------------------------------------

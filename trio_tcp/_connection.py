@@ -79,7 +79,7 @@ from ._errors import (
     TLSError,
     stream_error,
 )
-from ._framing import Decoder, Framing
+from ._framing import Decoder, Delimited, Framing
 from ._handshake import handshake
 from ._log import RateLimited, log
 from ._proxy import ProxyInfo
@@ -181,10 +181,12 @@ class Connection:
         "_closing",
         "_decode",
         "_decoder",
+        "_delimiter",
         "_encode",
         "_eof",
         "_handler",
         "_idle",
+        "_max_size",
         "_on_bytes",
         "_phase",
         "_raw_closed",
@@ -228,6 +230,8 @@ class Connection:
         self._decoder: Decoder | None = None
         self._decode: Callable[[bytes], Iterable[bytes]] | None = None
         self._encode: Callable[[bytes], bytes] | None = None
+        self._delimiter: bytes | None = None  # a Delimited framing's, encoded inline
+        self._max_size = 0
         # Idle tracking, for the listener's sweep: last byte count seen, and since when.
         self._seen = -1
         self._since = 0.0
@@ -560,6 +564,10 @@ class Connection:
                 return made
             self._decoder, self._decode, self._encode = made, made.feed, framing.encode
             caller._framing = framing
+            if type(framing) is Delimited and not framing._self_overlapping:
+                # The common framing, encoded inline (see _handle); a delimiter
+                # that overlaps itself (b"aa") needs encode's fuller check.
+                self._delimiter, self._max_size = framing.delimiter, framing.max_size
         return None
 
     async def _serve(self) -> Error | None:
@@ -649,7 +657,21 @@ class Connection:
                 return exc
             except Exception as exc:
                 return _user_error("the framing's decoder", exc, caller)
+        if self._delimiter is not None and not self._bytes_async:
+            return await self._answer_lines(messages)
+        return await self._answer(messages)
+
+    async def _answer(self, messages: Iterable[bytes]) -> Error | None:
+        """Call ``on_bytes`` for each message; queue the replies, send them together."""
+        caller, writer, on_bytes = self._caller, self._writer, self._on_bytes
+        assert caller is not None
+        assert writer is not None
+        assert on_bytes is not None
         bytes_async, encode = self._bytes_async, self._encode
+        # Replies go straight onto the writer's queue (the list object lives as
+        # long as the writer), so a caller.write_bytes from inside on_bytes still
+        # sends every reply queued before it first.
+        append = writer._pending.append
         for message in messages:
             if writer.closed:
                 # Closed while earlier messages of this chunk were handled
@@ -661,20 +683,84 @@ class Connection:
                 return _user_error("on_bytes", exc, caller)
             if result is None:
                 continue
-            try:
-                check_bytes(result)
-                if encode is not None:
-                    result = encode(result if type(result) is bytes else bytes(result))
-            except TypeError as exc:
-                return _user_error("on_bytes (its return value)", exc, caller)
-            except Error as exc:
-                return exc  # FramingError from encode: nothing of the reply was queued
-            except Exception as exc:
-                return _user_error("framing.encode", exc, caller)
-            if writer.queue(result) >= COALESCE_LIMIT:
+            if type(result) is not bytes:
+                try:
+                    check_bytes(result)
+                except TypeError as exc:
+                    return _user_error("on_bytes (its return value)", exc, caller)
+                result = bytes(result)
+            if encode is not None:
+                try:
+                    result = encode(result)
+                except Error as exc:
+                    return exc  # FramingError: nothing of this reply was queued
+                except Exception as exc:
+                    return _user_error("framing.encode", exc, caller)
+            append(result)
+            writer._pending_size += len(result)
+            if writer._pending_size >= COALESCE_LIMIT:
                 error = await _flush(writer)
                 if error is not None:
                     return error
+        return await _flush(writer)
+
+    async def _answer_lines(self, messages: Iterable[bytes]) -> Error | None:
+        """:meth:`_answer` for the commonest service: a plain ``def on_bytes`` and ``Delimited``.
+
+        The same behaviour, at a fraction of the cost per message, which is
+        what a pipelining client measures. ``on_bytes`` cannot await, so no
+        other task runs between two messages: the byte count is kept locally
+        and handed to the writer before any await. A reply is framed here, not
+        by ``encode``: no call and no copy; it and its delimiter are joined
+        with the rest when the batch is sent. The delimiter's first byte
+        missing from the reply proves it cannot hold the delimiter (this
+        delimiter never overlaps itself); any other reply takes ``encode``'s
+        full check.
+        """
+        caller, writer, on_bytes = self._caller, self._writer, self._on_bytes
+        assert caller is not None
+        assert writer is not None
+        assert on_bytes is not None
+        delimiter = self._delimiter
+        assert delimiter is not None
+        first, extra, max_size = delimiter[0], len(delimiter), self._max_size
+        append = writer._pending.append
+        queued = 0
+        for message in messages:
+            if writer.closed:
+                writer._pending_size += queued
+                return None
+            try:
+                result = on_bytes(message)
+            except Exception as exc:
+                writer._pending_size += queued
+                return _user_error("on_bytes", exc, caller)
+            if result is None:
+                continue
+            if type(result) is bytes and len(result) <= max_size and first not in result:
+                append(result)
+                append(delimiter)
+                queued += len(result) + extra
+            else:
+                try:
+                    check_bytes(result)
+                    assert self._encode is not None
+                    result = self._encode(result if type(result) is bytes else bytes(result))
+                except TypeError as exc:
+                    writer._pending_size += queued
+                    return _user_error("on_bytes (its return value)", exc, caller)
+                except Error as exc:
+                    writer._pending_size += queued
+                    return exc  # FramingError: nothing of this reply was queued
+                append(result)
+                queued += len(result)
+            if queued >= COALESCE_LIMIT:
+                writer._pending_size += queued
+                queued = 0
+                error = await _flush(writer)
+                if error is not None:
+                    return error
+        writer._pending_size += queued
         return await _flush(writer)
 
     async def _drain(self, carry: bytes | bytearray | None) -> Error | None:
