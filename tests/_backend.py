@@ -105,15 +105,19 @@ class _Echo(trio_tcp.ConnectionService):
 
 
 class _Lines(logging.Handler):
-    """Keeps trio_tcp's log lines above DEBUG."""
+    """Keeps trio_tcp's log lines above DEBUG, and when the listening sockets closed."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        #: Wall-clock time the listener closed its listening sockets (0: not yet).
+        self.closed_at = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno > logging.DEBUG:
             self.lines.append(f"{record.levelname} {record.getMessage()}")
+        elif record.getMessage().startswith("listening sockets closed"):
+            self.closed_at = record.created
 
 
 async def _serve(port: int, records: Path, grace: float, reuse_port: bool) -> None:
@@ -143,7 +147,8 @@ async def _serve(port: int, records: Path, grace: float, reuse_port: bool) -> No
         for record in recorder.records:
             out.write(json.dumps(asdict(record)) + "\n")
         stats = asdict(listener.stats)
-        out.write(json.dumps({"stats": stats, "log": logged.lines}) + "\n")
+        final = {"stats": stats, "log": logged.lines, "closed_at": logged.closed_at}
+        out.write(json.dumps(final) + "\n")
 
 
 def main() -> None:
@@ -205,18 +210,20 @@ async def start_backend(records: Path, *, port: int = 0, reuse_port: bool = Fals
     return Backend(process, int(line.split()[-1]), records)
 
 
-def read_records(path: Path) -> tuple[list[Record], dict[str, Any], list[str]]:
-    """The records a stopped backend wrote: connections, stats, log lines above DEBUG."""
+def read_records(path: Path) -> tuple[list[Record], dict[str, Any], list[str], float]:
+    """What a stopped backend wrote: connections, stats, log lines above DEBUG, and the
+    wall-clock time its listening sockets closed."""
     connections: list[Record] = []
     stats: dict[str, Any] = {}
     log: list[str] = []
+    closed_at = 0.0
     for line in path.read_text().splitlines():
         entry = json.loads(line)
         if "stats" in entry:
-            stats, log = entry["stats"], entry["log"]
+            stats, log, closed_at = entry["stats"], entry["log"], entry["closed_at"]
         else:
             connections.append(Record(**entry))
-    return connections, stats, log
+    return connections, stats, log, closed_at
 
 
 if __name__ == "__main__":

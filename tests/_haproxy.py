@@ -40,7 +40,7 @@ __all__ = [
 #: One line per session: client port, client address, server, timers
 #: (queue / connect / total, ms; -1 = never), bytes from the client, bytes to
 #: the client, termination state, retries ("+N": redispatched).
-LOG_FORMAT = "%cp %ci %s %Tw/%Tc/%Tt %U %B %ts %rc"
+LOG_FORMAT = "%cp %ci %s %Tw/%Tc/%Tt %U %B %ts %rc %Ts.%ms"
 
 
 def find_haproxy() -> str | None:
@@ -143,14 +143,18 @@ class LogLine:
     bytes_out: int
     state: str
     retries: str
+    #: Wall-clock time HAProxy accepted the client's connection (ms resolution).
+    accepted: float = 0.0
+    #: Milliseconds the session waited in a queue before connecting to a server.
+    queued_ms: int = 0
 
     @classmethod
     def parse(cls, line: str) -> LogLine | None:
         fields = line.split()
-        if len(fields) != 8 or not fields[0].isdigit():
+        if len(fields) != 9 or not fields[0].isdigit():
             return None  # a startup notice, or a server going up or down
-        port, host, server, timers, bytes_in, bytes_out, state, retries = fields
-        _, connect, total = timers.split("/")
+        port, host, server, timers, bytes_in, bytes_out, state, retries, accepted = fields
+        queued, connect, total = timers.split("/")
         return cls(
             int(port),
             host,
@@ -161,7 +165,14 @@ class LogLine:
             int(bytes_out),
             state,
             retries,
+            float(accepted),
+            max(0, int(queued)),
         )
+
+    @property
+    def connected_at(self) -> float:
+        """Wall-clock time the connection to the server completed (about: ms resolution)."""
+        return self.accepted + (self.queued_ms + max(0, self.connect_ms)) / 1000
 
 
 class HAProxy:

@@ -44,6 +44,11 @@ __all__ = ["Report", "rolling_stop"]
 
 #: A round trip that takes longer than this has failed ("timeout").
 ROUND_TRIP_TIMEOUT = 5.0
+#: A connection HAProxy completed this close (in seconds) to the moment a backend
+#: closed its listening socket may have completed after the backend's last look at
+#: its accept queue: the kernel resets it, and nothing in user space can take it.
+#: HAProxy's log has millisecond resolution; the backend's time is the log record's.
+KERNEL_WINDOW = 0.005
 
 
 @dataclass
@@ -329,8 +334,11 @@ def _account(
 ) -> None:
     """Fill ``report`` from the three accounts; see the module docstring."""
     records: list[Record] = []
+    closings: list[float] = []
     for backend in stopped:
-        connections, stats, log = read_records(backend.records)
+        connections, stats, log, closed_at = read_records(backend.records)
+        if closed_at:
+            closings.append(closed_at)
         records += (r for r in connections if r.command == "PROXY")
         report.backend_errors += stats["errors"]
         report.backend_log += (line for line in log if "listening on port" not in line)
@@ -352,7 +360,7 @@ def _account(
         # The records of this connection: a port may have served another one too.
         mine = {outcome.request, *outcome.earlier}
         candidates = [r for r in by_port.get(outcome.client_port, []) if set(r.answered) <= mine]
-        kind, why = _explain(outcome, candidates, logged)
+        kind, why = _explain(outcome, candidates, logged, closings)
         line = f"{outcome.request} (client port {outcome.client_port}, {outcome.result}): {why}"
         {"server": report.server_losses, "outside": report.outside_reach}.get(
             kind, report.unexplained
@@ -367,7 +375,7 @@ def _account(
 
 
 def _explain(
-    outcome: _Outcome, records: list[Record], logged: dict[int, LogLine]
+    outcome: _Outcome, records: list[Record], logged: dict[int, LogLine], closings: list[float]
 ) -> tuple[str, str]:
     """``("server" | "outside" | "unexplained", why)`` for one failed round trip."""
     if outcome.client_port == 0:
@@ -391,6 +399,12 @@ def _explain(
         )
     session = logged.get(outcome.client_port)
     if not records and session is not None and session.connect_ms >= 0:
+        if any(abs(session.connected_at - closed) <= KERNEL_WINDOW for closed in closings):
+            return "outside", (
+                f"{session.server} completed HAProxy's connection as it closed its listening"
+                " socket: the kernel resets a connection it completes after the last"
+                f" accept (HAProxy: {session.state})"
+            )
         return "server", (
             f"{session.server} completed HAProxy's connection but never served it (reset"
             f" in its accept queue, or dropped before on_connect); HAProxy: {session.state}"

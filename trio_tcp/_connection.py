@@ -306,6 +306,7 @@ class Connection:
                 if writer is not None:
                     writer.fail_now(None)  # nothing more goes out; wakes the outbox task
                 if not self._raw_closed:
+                    self._before_close()
                     await close_now(self.stream)
                 if writer is not None and writer.has_outbox:
                     with trio.CancelScope(shield=True) as scope:
@@ -851,6 +852,7 @@ class Connection:
             # The peer has ended its side, everything was read, nothing is
             # queued: a plain close is already orderly (FIN; no unread input to
             # turn it into a reset). The common end of a connection, made cheap.
+            self._before_close()
             self._raw_closed = True
             await close_now(raw)
             return
@@ -867,8 +869,15 @@ class Connection:
         if not self._eof and isinstance(raw, trio.abc.HalfCloseableStream):
             discarded, _ = await linger(raw)
             counters.bytes_discarded += discarded
+        self._before_close()
         self._raw_closed = True
         await close_now(raw)
+
+    def _before_close(self) -> None:
+        """Read the local address while the socket is open, if ``on_close`` might ask for it."""
+        caller = self._caller
+        if caller is not None and _callback(self._handler, "on_close") is not None:
+            caller._endpoints.remember_local()
 
     async def _close_service(self, connection_service: object) -> None:
         """Run ``on_close``, shielded from any stop but bounded by its own deadline."""

@@ -10,7 +10,6 @@ import contextlib
 import math
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -274,14 +273,75 @@ def close_now_sync(stream: object) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Both ends of a connection, read once when it is established."""
+    """Both ends of a connection.
 
-    remote_host: str
-    remote_port: int
-    local_host: str
-    local_port: int
+    The peer's end is known when the connection is accepted. The local end of
+    an accepted socket is the listener's address, which few services ask
+    for, so it is read from the socket only when first asked (or when the
+    connection is about to close: see :meth:`remember_local`).
+    """
+
+    __slots__ = ("_local", "_sock", "remote_host", "remote_port")
+
+    def __init__(
+        self, remote_host: str, remote_port: int, local_host: str = "", local_port: int = 0
+    ) -> None:
+        self.remote_host = remote_host
+        self.remote_port = remote_port
+        self._local: tuple[str, int] | None = (local_host, local_port)
+        self._sock: socket.socket | None = None
+
+    @classmethod
+    def of_socket(cls, sock: Any, remote: Any) -> Endpoints:
+        """The peer's address now, the socket's own when first asked."""
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            try:
+                local = sock.getsockname()
+            except OSError:
+                local = ""
+            return cls(_unix_name(remote), 0, _unix_name(local), 0)
+        ends = cls(remote[0], remote[1])
+        ends._local, ends._sock = None, sock
+        return ends
+
+    @property
+    def local_host(self) -> str:
+        """This end's address."""
+        return self._resolve()[0]
+
+    @property
+    def local_port(self) -> int:
+        """This end's port."""
+        return self._resolve()[1]
+
+    def remember_local(self) -> None:
+        """Read the local end now, if not yet read: the socket is about to close."""
+        self._resolve()
+
+    def _resolve(self) -> tuple[str, int]:
+        local = self._local
+        if local is None:
+            sock, self._sock = self._sock, None
+            try:
+                address = sock.getsockname() if sock is not None else ("", 0)
+                local = self._local = (address[0], address[1])
+            except OSError:  # closed already
+                local = self._local = ("", 0)
+        return local
+
+    def _key(self) -> tuple[str, int, str, int]:
+        return (self.remote_host, self.remote_port, *self._resolve())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Endpoints) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        remote_host, remote_port, local_host, local_port = self._key()
+        return f"Endpoints({remote_host!r}, {remote_port}, {local_host!r}, {local_port})"
 
 
 _UNKNOWN = Endpoints("", 0, "", 0)
@@ -304,21 +364,13 @@ def endpoints(stream: trio.abc.Stream) -> Endpoints:
     if sock is None:
         return _UNKNOWN
     remote: Any = getattr(inner, "peer", None)
-    try:
-        if remote is None:
+    if remote is None:
+        try:
             remote = sock.getpeername()
-        local = sock.getsockname()
-    except OSError:
-        # Reset by the peer before we asked: the connection still runs its lifecycle.
-        return _UNKNOWN if remote is None else _endpoints(sock.family, remote, ("", 0))
-    return _endpoints(sock.family, remote, local)
-
-
-def _endpoints(family: int, remote: Any, local: Any) -> Endpoints:
-    if family in (socket.AF_INET, socket.AF_INET6):
-        return Endpoints(remote[0], remote[1], local[0], local[1])
-    # AF_UNIX: a path (str or bytes; "" when unbound), no port.
-    return Endpoints(_unix_name(remote), 0, _unix_name(local), 0)
+        except OSError:
+            # Reset by the peer before we asked: the connection still runs its lifecycle.
+            return _UNKNOWN
+    return Endpoints.of_socket(sock, remote)
 
 
 def _unix_name(address: Any) -> str:
