@@ -191,7 +191,11 @@ class Writer:
         if not self._pending:
             return
         stall = self.timeout if timeout is None else timeout
-        await self._acquire(stall)
+        if self._writing:
+            await self._acquire(stall)
+        else:  # uncontended, the commonest case: _acquire's first lines, without its call
+            await checkpoint_if_cancelled()
+            self._writing = True
         try:
             if not self._pending:
                 return  # another task's send took it
@@ -314,7 +318,11 @@ class Writer:
     async def _send(self, data: Bytes, stall: float | None) -> None:
         """Send under the gate; any unfinished send aborts the connection."""
         try:
-            if len(data) <= _SLICE:
+            if stall is None and len(data) <= _SLICE:
+                # The commonest send (a reply), without _send_piece's call.
+                await self.stream.send_all(data)
+                self._count(len(data))
+            elif len(data) <= _SLICE:
                 await self._send_piece(data, stall)
             else:
                 with memoryview(data) as view:
@@ -350,7 +358,10 @@ class Writer:
                 await stream.send_all(data)
             if scope.cancelled_caught:
                 raise trio.TooSlowError
-        size = len(data)
+        self._count(len(data))
+
+    def _count(self, size: int) -> None:
+        """``size`` bytes went out."""
         self._in_flight = max(0, self._in_flight - size)
         self.bytes_sent += size
         if self._counters is not None:
