@@ -712,8 +712,7 @@ class Connection:
         what a pipelining client measures. ``on_bytes`` cannot await, so no
         other task runs between two messages: the byte count is kept locally
         and handed to the writer before any await. A reply is framed here, not
-        by ``encode``: no call and no copy; it and its delimiter are joined
-        with the rest when the batch is sent. The delimiter's first byte
+        by ``encode``, without a call. The delimiter's first byte
         missing from the reply proves it cannot hold the delimiter (this
         delimiter never overlaps itself); any other reply takes ``encode``'s
         full check.
@@ -727,22 +726,26 @@ class Connection:
         first, extra, max_size = delimiter[0], len(delimiter), self._max_size
         append = writer._pending.append
         queued = 0
-        for message in messages:
-            if writer.closed:
-                writer._pending_size += queued
-                return None
-            try:
+        try:  # around the loop, not in it: zero cost until on_bytes raises
+            for message in messages:
+                if writer.closed:
+                    break  # closed by on_bytes itself (an outbox overflow): nobody to answer
                 result = on_bytes(message)
-            except Exception as exc:
-                writer._pending_size += queued
-                return _user_error("on_bytes", exc, caller)
-            if result is None:
-                continue
-            if type(result) is bytes and len(result) <= max_size and first not in result:
-                append(result)
-                append(delimiter)
-                queued += len(result) + extra
-            else:
+                if result.__class__ is bytes:
+                    size = len(result)
+                    if size <= max_size and first not in result:
+                        append(result + delimiter)  # cheaper than a second append, measured
+                        queued += size + extra
+                        if queued < COALESCE_LIMIT:
+                            continue
+                        writer._pending_size += queued
+                        queued = 0
+                        error = await _flush(writer)
+                        if error is not None:
+                            return error
+                        continue
+                if result is None:
+                    continue
                 try:
                     check_bytes(result)
                     assert self._encode is not None
@@ -755,14 +758,17 @@ class Connection:
                     return exc  # FramingError: nothing of this reply was queued
                 append(result)
                 queued += len(result)
-            if queued >= COALESCE_LIMIT:
-                writer._pending_size += queued
-                queued = 0
-                error = await _flush(writer)
-                if error is not None:
-                    return error
+        except Exception as exc:
+            writer._pending_size += queued
+            return _user_error("on_bytes", exc, caller)
         writer._pending_size += queued
-        return await _flush(writer)
+        if not queued and not writer._pending:
+            return None
+        try:  # _flush, inlined: once per chunk, a call saved is measurable
+            await writer.flush()
+        except Error as exc:
+            return None if writer.failure is not None else exc
+        return None
 
     async def _drain(self, carry: bytes | bytearray | None) -> Error | None:
         """A graceful stop reached the connection: serve what has arrived, say goodbye.
