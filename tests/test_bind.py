@@ -1,4 +1,4 @@
-"""``bind_tcp``: every family on one port, ``SO_REUSEPORT`` on request, failures as ``BindError``.
+"""Binding: every family on one port, ``SO_REUSEPORT`` on request, failures as ``BindError``.
 
 Host names resolve through a test resolver, so one name can stand for both
 loopbacks (as ``localhost`` does on dual-stack hosts), for two IPv4
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+import trio_tcp
 import trio_tcp._bind
 from trio_tcp import BindError
 from trio_tcp._bind import bind_tcp
@@ -342,3 +343,69 @@ async def test_sockets_are_non_blocking_listening_with_their_options(reuse_port:
                     assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
         finally:
             close(sockets)
+
+
+# -- the public open_tcp_listeners ------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_open_tcp_listeners_serves_one_port_for_every_address() -> None:
+    resolve_test_names()
+    with trio.fail_after(5):
+        listeners = await trio_tcp.open_tcp_listeners(0, host="two.test", reuse_port=True)
+        try:
+            assert all(isinstance(each, trio.SocketListener) for each in listeners)
+            names = [each.socket.getsockname() for each in listeners]
+            assert sorted(name[0] for name in names) == [LOCAL, "127.0.0.2"]
+            assert len({name[1] for name in names}) == 1
+            assert all(
+                each.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for each in listeners
+            )
+
+            async def echo_once(stream: trio.SocketStream) -> None:
+                await stream.send_all(await stream.receive_some())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.serve_listeners, echo_once, listeners)
+                for address, port in names:
+                    stream = await trio.open_tcp_stream(address, port)
+                    await stream.send_all(b"ping")
+                    assert await stream.receive_some() == b"ping"
+                    await stream.aclose()
+                nursery.cancel_scope.cancel()
+        finally:
+            for each in listeners:
+                await each.aclose()
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"port": 70000}, trio_tcp.ConfigurationError, "port must be between 0 and 65535"),
+        ({"port": 0, "backlog": 0}, trio_tcp.ConfigurationError, "backlog must be at least 1"),
+        ({"port": 0, "host": ""}, trio_tcp.ConfigurationError, "host must not be empty"),
+        ({"port": "80"}, TypeError, "port must be an int"),
+        ({"port": 0, "reuse_port": 1}, TypeError, "reuse_port"),
+    ],
+    ids=["port-out-of-range", "backlog-zero", "empty-host", "port-as-text", "flag-as-int"],
+)
+async def test_open_tcp_listeners_refuses_bad_arguments_before_binding(
+    monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    async def must_not_bind(*args: object, **kwargs: object) -> list[socket.socket]:
+        raise AssertionError("bound despite a bad argument")
+
+    monkeypatch.setattr(trio_tcp._bind, "bind_tcp", must_not_bind)
+    with trio.fail_after(5), pytest.raises(error, match=message):
+        await trio_tcp.open_tcp_listeners(**arguments)
+
+
+@pytest.mark.trio
+async def test_open_tcp_listeners_reports_a_port_in_use_as_a_bind_error() -> None:
+    with trio.fail_after(5), socket.socket() as taken:
+        taken.bind((LOCAL, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BindError, match=re.escape(f"cannot listen on {LOCAL}:{port}")):
+            await trio_tcp.open_tcp_listeners(port, host=LOCAL)

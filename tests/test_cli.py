@@ -712,7 +712,7 @@ def test_format_helpers() -> None:
 
 
 def test_cli_uses_only_the_public_api() -> None:
-    """STYLE rule 15: the CLI imports trio_tcp's public names, never its private modules."""
+    """The CLI imports trio_tcp's public names, never its private modules."""
     paths = sorted(PACKAGE.glob("*.py"))
     assert PACKAGE / "_serve.py" in paths
     for path in paths:

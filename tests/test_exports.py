@@ -15,6 +15,7 @@ EXPECTED = {
     "Listener",
     "ListenerOptions",
     "ListenerStats",
+    "open_tcp_listeners",
     "serve",
     "Caller",
     "ConnectionService",

@@ -1,7 +1,7 @@
 """Framing end to end: a real ``Listener`` and ``Client`` on loopback, for every framer.
 
 The sans-IO decoders are tested alone in ``test_framing.py``; here the same
-rules are checked through sockets (issue 4): whole messages per ``on_bytes``
+rules are checked through sockets: whole messages per ``on_bytes``
 call, framed replies, ``caller.write_message`` / ``write_bytes``, the client's
 ``read_message`` / ``write_message``, oversize frames in both directions, a
 peer that stops mid-message, the per-message inactivity timeout, user-written

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 # Imported so that ``trio_tcp.framing.Delimited`` works after a plain ``import trio_tcp``.
 from . import framing as framing
+from ._bind import open_tcp_listeners
 from ._caller import Caller, Group
 from ._client import Client
 from ._errors import (
@@ -48,6 +49,7 @@ __all__ = [
     "Listener",
     "ListenerOptions",
     "ListenerStats",
+    "open_tcp_listeners",
     "serve",
     # services
     "Caller",

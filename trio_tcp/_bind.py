@@ -25,9 +25,11 @@ import socket
 
 import trio
 
+from ._config import check_count, check_flag, check_host, check_port
 from ._errors import BindError
+from ._options import check_reuse_port
 
-__all__ = ["bind_tcp"]
+__all__ = ["bind_tcp", "open_tcp_listeners"]
 
 # More than any kernel allows, so the kernel's own maximum applies
 # (net.core.somaxconn on Linux): trio's default too.
@@ -106,3 +108,36 @@ def _open(family: int, *, reuse_port: bool) -> socket.socket | None:
 def _close(sockets: list[socket.socket]) -> None:
     for sock in sockets:
         sock.close()
+
+
+async def open_tcp_listeners(
+    port: int, *, host: str | None = None, backlog: int | None = None, reuse_port: bool = False
+) -> list[trio.SocketListener]:
+    """Open TCP listeners on every address of ``host``, all on one port number.
+
+    What :func:`trio.open_tcp_listeners` does, plus what a server that runs
+    several processes needs: port 0 picks one port for every address family
+    (trio's picks one per family), and ``reuse_port=True`` sets
+    ``SO_REUSEPORT`` before binding. Hand them to
+    :meth:`Listener.serve_listeners`, or open them before starting worker
+    processes that inherit their sockets.
+
+    Args:
+        port: the port, 0 for any free one (the same for every family).
+        host: the interface or address; ``None``: every interface, IPv4 and IPv6.
+        backlog: the kernel's queue of connections not yet accepted
+            (``None``: the system's maximum).
+        reuse_port: set ``SO_REUSEPORT`` (several processes on one port).
+
+    Raises:
+        BindError: the host is unknown, or an address is in use, not local or
+            not permitted.
+        ConfigurationError: a port outside 0-65535, a backlog below 1, or
+            ``reuse_port`` where the platform has no ``SO_REUSEPORT``.
+    """
+    check_port("port", port)
+    check_host("host", host)
+    check_count("backlog", backlog)
+    check_reuse_port(check_flag("reuse_port", reuse_port))
+    sockets = await bind_tcp(port, host, backlog, reuse_port=reuse_port)
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]

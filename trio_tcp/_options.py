@@ -28,7 +28,13 @@ from ._trust import TrustedProxies, TrustedSource, parse_trusted_proxies
 if TYPE_CHECKING:
     from ._tls import ListenerSecureSocket
 
-__all__ = ["ListenerConfig", "ListenerOptions", "OutboxPolicy", "UntrustedPolicy"]
+__all__ = [
+    "ListenerConfig",
+    "ListenerOptions",
+    "OutboxPolicy",
+    "UntrustedPolicy",
+    "check_reuse_port",
+]
 
 #: What happens to a connection from outside ``trusted_proxies``.
 UntrustedPolicy = Literal["refuse", "direct"]
@@ -106,9 +112,7 @@ class ListenerConfig:
             untrusted_proxy=_check_choice(
                 "untrusted_proxy", options.get("untrusted_proxy", "refuse"), ("refuse", "direct")
             ),
-            reuse_port=_check_reuse_port(
-                check_flag("reuse_port", options.get("reuse_port", False))
-            ),
+            reuse_port=check_reuse_port(check_flag("reuse_port", options.get("reuse_port", False))),
             outbox_limit=_check_size(
                 "outbox_limit", options.get("outbox_limit", DEFAULT_OUTBOX_LIMIT)
             ),
@@ -165,7 +169,7 @@ def _check_size(name: str, value: object) -> int:
     return count
 
 
-def _check_reuse_port(value: bool) -> bool:
+def check_reuse_port(value: bool) -> bool:
     """Refuse ``reuse_port=True`` where the system has no ``SO_REUSEPORT`` (Windows)."""
     import socket
 

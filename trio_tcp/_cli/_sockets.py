@@ -39,12 +39,6 @@ __all__ = [
 
 #: The first descriptor systemd passes (after stdin, stdout and stderr).
 SD_LISTEN_FDS_START = 3
-#: The backlog of the sockets bound for workers when none is given: the
-#: kernel caps it to net.core.somaxconn, as trio's own default does.
-DEFAULT_BACKLOG = 65535
-# Port 0 on several address families: the others are bound on the first one's
-# port, which another process may take in between; then start over.
-_SAME_PORT_ATTEMPTS = 8
 
 
 def systemd_fds() -> list[int]:
@@ -105,41 +99,22 @@ async def bind(
 ) -> list[socket.socket]:
     """Listen on every address of ``host`` (``None``: every interface), all on one port.
 
+    The library's own binder (that of :func:`trio_tcp.open_tcp_listeners`), as
+    plain sockets: the supervisor hands their file descriptors to its workers.
+
     Raises:
         BindError: the address is in use, not local, not permitted, or unknown.
     """
-    where = endpoint(host, port)
-    try:
-        infos = await trio.socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except OSError as exc:
-        raise trio_tcp.BindError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
-    addresses = list(dict.fromkeys((family, sockaddr) for family, _, _, _, sockaddr in infos))
-    for _ in range(_SAME_PORT_ATTEMPTS):
-        sockets: list[socket.socket] = []
-        try:
-            chosen = port
-            for family, sockaddr in addresses:
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if reuse_port:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    # One socket per family, as trio does: never a dual-stack
-                    # socket that would collide with the IPv4 one.
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
-                sock.listen(backlog or DEFAULT_BACKLOG)
-                chosen = sock.getsockname()[1]
-        except OSError as exc:
-            close_all(sockets)
-            if port == 0 and len(sockets) > 1 and exc.errno == errno.EADDRINUSE:
-                continue  # the port chosen for the first family was taken for another
-            raise trio_tcp.BindError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
-        return sockets
-    raise trio_tcp.BindError(f"cannot listen on {where}: no port free on every address family")
+    listeners = await trio_tcp.open_tcp_listeners(
+        port, host=host, backlog=backlog, reuse_port=reuse_port
+    )
+    # Unwrapped into stdlib sockets: those are what workers inherit by descriptor.
+    sockets = []
+    for listener in listeners:
+        wrapped = listener.socket
+        family, kind, proto = wrapped.family, wrapped.type, wrapped.proto
+        sockets.append(socket.socket(family, kind, proto, fileno=wrapped.detach()))
+    return sockets
 
 
 def trio_listeners(sockets: Sequence[socket.socket]) -> list[trio.SocketListener]:
