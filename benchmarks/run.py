@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -240,10 +241,21 @@ def write_outputs(
         print(chart(args.chart, rows, machine))
 
 
+def stop_on_signals() -> None:
+    """Make SIGTERM, and SIGINT even where it was ignored, stop the run as Ctrl-C does.
+
+    A shell starts a background job with SIGINT ignored, and ``kill`` sends
+    SIGTERM: either way the measurement under way must still stop its server
+    and load generator (the ``finally`` blocks that a KeyboardInterrupt runs).
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the suite; print and write the results.
 
-    Returns 0, or 1 if a measurement failed, or 130 after Ctrl-C (nothing is
+    Returns 0, or 1 if a measurement failed, or 130 after Ctrl-C or SIGTERM (nothing is
     written then, so that an interrupted run never replaces a complete one).
     Servers and scenarios that cannot run here are reported, not failures.
     """
@@ -252,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(listing())
         return 0
     scenarios = [s for s in SCENARIOS if s.name in args.scenarios]
+    stop_on_signals()
     pinning = Pinning.detect()
     pinning.pin_self()
     raise_fd_limit()
