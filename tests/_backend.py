@@ -180,9 +180,14 @@ class Backend:
         if self.process.stdout is not None:
             await self.process.stdout.aclose()
 
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
+    async def kill(self) -> None:
+        """SIGKILL, and wait until the process has exited (however the caller is cancelled)."""
+        with trio.CancelScope(shield=True):
+            if self.process.returncode is None:
+                self.process.kill()
+            await self.process.wait()
+            if self.process.stdout is not None:
+                await self.process.stdout.aclose()
 
 
 async def start_backend(records: Path, *, port: int = 0, reuse_port: bool = False) -> Backend:
@@ -203,9 +208,7 @@ async def start_backend(records: Path, *, port: int = 0, reuse_port: bool = Fals
                     raise RuntimeError("the backend exited before it listened")
                 line += chunk
     except BaseException:
-        process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
+        await Backend(process, 0, records).kill()
         raise
     return Backend(process, int(line.split()[-1]), records)
 

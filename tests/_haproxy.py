@@ -3,9 +3,13 @@
 Used by ``test_interop_haproxy.py`` and by ``benchmarks/haproxy_restarts.py``;
 nothing here depends on pytest. HAProxy runs in the foreground
 (``haproxy -db -f CONFIG``) as a child process, on loopback ports picked free
-at run time, with its configuration and admin socket in a directory the
-caller owns; it is killed when the ``async with`` block ends, however it
-ends.
+at run time, with its configuration in a directory the caller owns; it is
+killed when the ``async with`` block ends, however it ends.
+
+Its admin socket is a Linux abstract UNIX socket named after that directory
+(:func:`admin_socket`): a path inside a deep temporary directory (nox sets
+``TMPDIR`` under ``.nox/``) can exceed the 97 bytes HAProxy allows for a
+socket path, and an abstract name has no file to clean up.
 
 HAProxy logs one line per client session to its stdout, in a format made for
 matching (:data:`LOG_FORMAT`): the client's port comes first, and the
@@ -15,6 +19,7 @@ can be followed from the client through HAProxy to the server.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -30,6 +35,7 @@ __all__ = [
     "HAProxy",
     "LogLine",
     "Server",
+    "admin_socket",
     "find_haproxy",
     "free_port",
     "ipv6_loopback_works",
@@ -58,6 +64,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def admin_socket(directory: Path) -> str:
+    """The name of the admin socket of the HAProxy configured in ``directory``."""
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
+    return f"trio-tcp-haproxy-{digest}"
+
+
+def _abstract_address(name: str) -> bytes:
+    """The address HAProxy binds for ``abns@name``: the whole ``sun_path``, NUL-padded."""
+    address = b"\0" + name.encode()
+    return address + b"\0" * (108 - len(address))
 
 
 def ipv6_loopback_works() -> bool:
@@ -97,7 +115,7 @@ def make_config(
     """An HAProxy configuration: a frontend and its backend per entry of ``frontends``.
 
     Args:
-        directory: where the admin socket goes.
+        directory: the directory the configuration goes in; names the admin socket.
         frontends: ``{name: (binds, servers)}``: ``binds`` are ``host:port``
             (``[::1]:port`` for IPv6); each frontend balances round-robin
             over its servers.
@@ -106,7 +124,7 @@ def make_config(
     lines = [
         "global",
         "    log stdout format raw local0 info",
-        f"    stats socket {directory / 'admin.sock'} mode 600 level admin",
+        f"    stats socket abns@{admin_socket(directory)} mode 600 level admin",
         "defaults",
         "    mode tcp",
         "    log global",
@@ -190,7 +208,7 @@ class HAProxy:
         """Send one command to the admin socket; return the answer."""
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with sock:
-            await sock.connect(str(self.directory / "admin.sock"))
+            await sock.connect(_abstract_address(admin_socket(self.directory)))
             await sock.send(command.encode() + b"\n")
             answer = bytearray()
             while chunk := await sock.recv(65536):

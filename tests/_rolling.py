@@ -257,9 +257,10 @@ class _Backends:
             await backend.stop()
             self.stopped.append(backend)
 
-    def kill_all(self) -> None:
+    async def kill_all(self) -> None:
+        """Kill what still runs, and reap it: no process outlives the test."""
         for backend in self.running:
-            backend.kill()
+            await backend.kill()
 
 
 async def rolling_stop(
@@ -321,7 +322,7 @@ async def rolling_stop(
                 await haproxy.wait_logged(report.connections)
             _account(report, outcomes, backends.stopped, haproxy.sessions, long_lived)
     finally:
-        backends.kill_all()
+        await backends.kill_all()
     return report
 
 
