@@ -46,6 +46,7 @@ class Upper(trio_tcp.ConnectionService):
         self.caller = caller
         self.errors: list[trio_tcp.Error] = []
         self.closed = trio.Event()
+        self.handled: list[bytes] = []
 
     async def on_bytes(self, line: bytes) -> bytes:
         if line == b"push":
@@ -61,12 +62,42 @@ class Upper(trio_tcp.ConnectionService):
         self.closed.set()
 
 
+class SyncUpper(Upper):
+    """Upper-cases each line with a plain ``def on_bytes`` (the commonest service).
+
+    ``boom`` fails, ``bad`` answers with the delimiter inside, ``flood``
+    overflows the outbox (which closes the connection), ``none`` answers
+    nothing, ``array`` answers a bytearray and ``cr`` a reply holding the
+    delimiter's first byte but not the delimiter.
+    """
+
+    framing = Delimited(b"\r\n")
+
+    def on_bytes(self, line: bytes) -> bytes | bytearray | None:  # type: ignore[override]
+        self.handled.append(line)
+        if line == b"boom":
+            raise ValueError("boom")
+        if line == b"bad":
+            return b"two\r\nlines"
+        if line == b"flood":
+            self.caller.send_nowait(b"x" * 4096)  # over the outbox limit the test sets
+            return b"FLOOD"
+        if line == b"none":
+            return None
+        if line == b"array":
+            return bytearray(b"ARRAY")
+        if line == b"cr":
+            return b"C\rR"
+        return line.upper()
+
+
 class Server(trio_tcp.Service):
-    def __init__(self) -> None:
+    def __init__(self, *, sync: bool = False) -> None:
         self.connections: list[Upper] = []
+        self.sync = sync
 
     async def on_connect(self, caller: trio_tcp.Caller) -> Upper:
-        connection = Upper(caller)
+        connection = SyncUpper(caller) if self.sync else Upper(caller)
         self.connections.append(connection)
         return connection
 
@@ -193,4 +224,122 @@ async def test_a_stalled_coalesced_flush_fails_at_the_write_timeout(
             assert trio.current_time() - start == pytest.approx(5, abs=0.1)
             [error] = connection.errors
             assert isinstance(error, trio_tcp.WriteTimeoutError)
+            assert server.stats.errors == 1
+
+
+# -- a plain ``def on_bytes`` with Delimited: its replies are framed in one join ----------------
+
+
+@pytest.mark.trio
+async def test_sync_replies_to_one_chunk_go_out_in_one_send(server_sends: list[bytes]) -> None:
+    with trio.fail_after(5):
+        async with open_memory_server(Server(sync=True)) as server:
+            client = await server.open_stream()
+            await client.send_all(b"a\r\nb\r\nc\r\nd\r\ne\r\n" * 20)
+            expected = b"A\r\nB\r\nC\r\nD\r\nE\r\n" * 20
+            assert await read_exactly(client, len(expected)) == expected
+            assert server_sends == [expected]
+            await client.aclose()
+
+
+@pytest.mark.trio
+async def test_sync_replies_of_every_kind_keep_their_order_in_one_send(
+    server_sends: list[bytes],
+) -> None:
+    with trio.fail_after(5):
+        async with open_memory_server(Server(sync=True)) as server:
+            client = await server.open_stream()
+            await client.send_all(b"a\r\narray\r\nb\r\nnone\r\ncr\r\nc\r\n")
+            expected = b"A\r\nARRAY\r\nB\r\nC\rR\r\nC\r\n"
+            assert await read_exactly(client, len(expected)) == expected
+            assert server_sends == [expected]
+            await client.aclose()
+
+
+@pytest.mark.trio
+async def test_sync_replies_before_a_failure_are_sent_before_the_close() -> None:
+    with trio.fail_after(5):
+        service = Server(sync=True)
+        async with open_memory_server(service) as server:
+            client = await server.open_stream()
+            await client.send_all(b"a\r\narray\r\nb\r\nboom\r\nc\r\n")
+            received = bytearray()
+            while chunk := await client.receive_some():
+                received += chunk
+            assert bytes(received) == b"A\r\nARRAY\r\nB\r\n"
+            [connection] = service.connections
+            await connection.closed.wait()
+            assert connection.handled == [b"a", b"array", b"b", b"boom"]
+            [error] = connection.errors
+            assert isinstance(error.__cause__, ValueError)
+
+
+@pytest.mark.trio
+async def test_a_reply_holding_the_delimiter_fails_after_the_replies_before_it() -> None:
+    with trio.fail_after(5):
+        service = Server(sync=True)
+        async with open_memory_server(service) as server:
+            client = await server.open_stream()
+            await client.send_all(b"a\r\nb\r\nbad\r\nc\r\n")
+            received = bytearray()
+            while chunk := await client.receive_some():
+                received += chunk
+            assert bytes(received) == b"A\r\nB\r\n"  # nothing of the bad reply
+            [connection] = service.connections
+            await connection.closed.wait()
+            assert connection.handled == [b"a", b"b", b"bad"]  # c was never handled
+            [error] = connection.errors
+            assert isinstance(error, trio_tcp.FramingError)
+
+
+@pytest.mark.trio
+async def test_no_message_is_handled_after_on_bytes_overflows_the_outbox() -> None:
+    with trio.fail_after(5):
+        service = Server(sync=True)
+        async with open_memory_server(service, outbox_limit=1024) as server:
+            client = await server.open_stream()
+            await client.send_all(b"a\r\nflood\r\nb\r\nc\r\n")
+            await trio.testing.wait_all_tasks_blocked()  # on_connect has run
+            [connection] = service.connections
+            await connection.closed.wait()
+            assert connection.handled == [b"a", b"flood"]  # closed: b and c had nobody to answer
+            [error] = connection.errors
+            assert isinstance(error, trio_tcp.OutboxFullError)
+            await client.aclose()
+
+
+@pytest.mark.trio
+async def test_sync_replies_past_64_kib_go_out_early(server_sends: list[bytes]) -> None:
+    with trio.fail_after(5):
+        async with open_memory_server(Server(sync=True), buffer_size=1 << 20) as server:
+            client = await server.open_stream()
+            line = b"x" * 1000 + b"\r\n"
+            await client.send_all(line * 200)  # 200 KB of requests in one chunk
+            expected = line.upper() * 200
+            assert await read_exactly(client, len(expected)) == expected
+            assert 3 <= len(server_sends) <= 5
+            assert all(len(sent) <= 66 * 1024 for sent in server_sends)
+            await client.aclose()
+
+
+@pytest.mark.trio
+async def test_a_sync_reply_over_the_size_limit_fails_after_the_replies_before_it() -> None:
+    class Small(trio_tcp.ConnectionService):
+        framing = Delimited(b"\n", max_size=8)
+
+        def on_bytes(self, line: bytes) -> bytes:
+            return line * 4  # "ab" -> 8 bytes: fits; "abc" -> 12: too long
+
+    class Accept(trio_tcp.Service):
+        async def on_connect(self, caller: trio_tcp.Caller) -> Small:
+            return Small()
+
+    with trio.fail_after(5):
+        async with open_memory_server(Accept()) as server:
+            client = await server.open_stream()
+            await client.send_all(b"ab\nabc\nab\n")
+            received = bytearray()
+            while chunk := await client.receive_some():
+                received += chunk
+            assert bytes(received) == b"abababab\n"
             assert server.stats.errors == 1

@@ -710,12 +710,12 @@ class Connection:
 
         The same behaviour, at a fraction of the cost per message, which is
         what a pipelining client measures. ``on_bytes`` cannot await, so no
-        other task runs between two messages: the byte count is kept locally
-        and handed to the writer before any await. A reply is framed here, not
-        by ``encode``, without a call. The delimiter's first byte
-        missing from the reply proves it cannot hold the delimiter (this
-        delimiter never overlaps itself); any other reply takes ``encode``'s
-        full check.
+        other task runs between two messages: the replies are collected
+        locally and framed with one ``join`` onto the writer's queue before
+        any await or return. The delimiter's first byte missing from a reply
+        proves it cannot hold the delimiter (this delimiter never overlaps
+        itself); any other reply takes ``encode``'s full check, after the
+        replies before it are queued.
         """
         caller, writer, on_bytes = self._caller, self._writer, self._on_bytes
         assert caller is not None
@@ -723,22 +723,23 @@ class Connection:
         assert on_bytes is not None
         delimiter = self._delimiter
         assert delimiter is not None
-        first, extra, max_size = delimiter[0], len(delimiter), self._max_size
-        append = writer._pending.append
-        queued = 0
+        first, max_size = delimiter[0], self._max_size
+        batch: list[bytes] = []
+        collect = batch.append
+        queued = 0  # bytes in the batch, delimiters not counted
         try:  # around the loop, not in it: zero cost until on_bytes raises
             for message in messages:
                 if writer.closed:
                     break  # closed by on_bytes itself (an outbox overflow): nobody to answer
                 result = on_bytes(message)
-                if result.__class__ is bytes:
+                if result.__class__ is bytes and first not in result:
                     size = len(result)
-                    if size <= max_size and first not in result:
-                        append(result + delimiter)  # cheaper than a second append, measured
-                        queued += size + extra
+                    if size <= max_size:
+                        collect(result)
+                        queued += size
                         if queued < COALESCE_LIMIT:
                             continue
-                        writer._pending_size += queued
+                        _frame_batch(writer, batch, delimiter)
                         queued = 0
                         error = await _flush(writer)
                         if error is not None:
@@ -746,23 +747,23 @@ class Connection:
                         continue
                 if result is None:
                     continue
+                _frame_batch(writer, batch, delimiter)  # the replies before this one go first
+                queued = 0
                 try:
                     check_bytes(result)
                     assert self._encode is not None
                     result = self._encode(result if type(result) is bytes else bytes(result))
                 except TypeError as exc:
-                    writer._pending_size += queued
                     return _user_error("on_bytes (its return value)", exc, caller)
                 except Error as exc:
-                    writer._pending_size += queued
                     return exc  # FramingError: nothing of this reply was queued
-                append(result)
-                queued += len(result)
+                writer._pending.append(result)
+                writer._pending_size += len(result)
         except Exception as exc:
-            writer._pending_size += queued
+            _frame_batch(writer, batch, delimiter)
             return _user_error("on_bytes", exc, caller)
-        writer._pending_size += queued
-        if not queued and not writer._pending:
+        _frame_batch(writer, batch, delimiter)
+        if not writer._pending:
             return None
         try:  # _flush, inlined: once per chunk, a call saved is measurable
             await writer.flush()
@@ -921,6 +922,20 @@ _CLOSE_ERRORS: tuple[type[BaseException], ...] = (trio.BusyResourceError, *STREA
 #: Without a way to count pending input, at most this much more is read
 #: during a stop (the lingering close's own bound).
 _DRAIN_UNKNOWN_BUDGET = 256 * 1024
+
+
+def _frame_batch(writer: Writer, batch: list[bytes], delimiter: bytes) -> None:
+    """Queue the batch's replies, each followed by the delimiter, as one buffer; empty the batch.
+
+    One ``join`` frames and copies them all: cheaper, per reply, than a
+    concatenation each.
+    """
+    if batch:
+        batch.append(b"")
+        framed = delimiter.join(batch)
+        batch.clear()
+        writer._pending.append(framed)
+        writer._pending_size += len(framed)
 
 
 async def _flush(writer: Writer) -> Error | None:
