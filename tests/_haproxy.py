@@ -38,7 +38,6 @@ __all__ = [
     "admin_socket",
     "find_haproxy",
     "free_port",
-    "ipv6_loopback_works",
     "make_config",
     "running_haproxy",
 ]
@@ -76,17 +75,6 @@ def _abstract_address(name: str) -> bytes:
     """The address HAProxy binds for ``abns@name``: the whole ``sun_path``, NUL-padded."""
     address = b"\0" + name.encode()
     return address + b"\0" * (108 - len(address))
-
-
-def ipv6_loopback_works() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ __all__ = [
     "causes",
     "connected",
     "eventually",
+    "ipv6_loopback_works",
     "loopback_server",
     "open_fds",
     "port_of",
@@ -68,6 +69,18 @@ async def reset(stream: trio.SocketStream) -> None:
     """Close ``stream`` with an RST instead of a FIN (``SO_LINGER`` on, zero seconds)."""
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await stream.aclose()
+
+
+def ipv6_loopback_works() -> bool:
+    """Whether a socket can bind ``::1`` here (some containers have no IPv6)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
 
 
 async def read_until_eof(stream: trio.abc.ReceiveStream) -> tuple[bytes, bool]:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _loopback import read_until_eof
 
 import trio_tcp
 from trio_tcp._memory import MemoryStream
@@ -164,10 +165,9 @@ async def test_replies_before_a_failure_are_sent_before_the_close(
         async with open_memory_server(service) as server:
             client = await server.open_stream()
             await client.send_all(b"a\nb\nboom\nc\n")
-            received = bytearray()
-            while chunk := await client.receive_some():
-                received += chunk
-            assert bytes(received) == b"A\nB\n"  # then an orderly end, not a reset
+            received, reset = await read_until_eof(client)
+            assert received == b"A\nB\n"
+            assert not reset  # an orderly end
             [connection] = service.connections
             await connection.closed.wait()
             [error] = connection.errors
@@ -263,10 +263,9 @@ async def test_sync_replies_before_a_failure_are_sent_before_the_close() -> None
         async with open_memory_server(service) as server:
             client = await server.open_stream()
             await client.send_all(b"a\r\narray\r\nb\r\nboom\r\nc\r\n")
-            received = bytearray()
-            while chunk := await client.receive_some():
-                received += chunk
-            assert bytes(received) == b"A\r\nARRAY\r\nB\r\n"
+            received, reset = await read_until_eof(client)
+            assert received == b"A\r\nARRAY\r\nB\r\n"
+            assert not reset  # an orderly end
             [connection] = service.connections
             await connection.closed.wait()
             assert connection.handled == [b"a", b"array", b"b", b"boom"]
@@ -281,10 +280,9 @@ async def test_a_reply_holding_the_delimiter_fails_after_the_replies_before_it()
         async with open_memory_server(service) as server:
             client = await server.open_stream()
             await client.send_all(b"a\r\nb\r\nbad\r\nc\r\n")
-            received = bytearray()
-            while chunk := await client.receive_some():
-                received += chunk
-            assert bytes(received) == b"A\r\nB\r\n"  # nothing of the bad reply
+            received, reset = await read_until_eof(client)
+            assert received == b"A\r\nB\r\n"  # nothing of the bad reply
+            assert not reset  # an orderly end
             [connection] = service.connections
             await connection.closed.wait()
             assert connection.handled == [b"a", b"b", b"bad"]  # c was never handled
@@ -338,8 +336,7 @@ async def test_a_sync_reply_over_the_size_limit_fails_after_the_replies_before_i
         async with open_memory_server(Accept()) as server:
             client = await server.open_stream()
             await client.send_all(b"ab\nabc\nab\n")
-            received = bytearray()
-            while chunk := await client.receive_some():
-                received += chunk
-            assert bytes(received) == b"abababab\n"
+            received, reset = await read_until_eof(client)
+            assert received == b"abababab\n"
+            assert not reset  # an orderly end
             assert server.stats.errors == 1

@@ -32,11 +32,10 @@ from _haproxy import (
     Server,
     find_haproxy,
     free_port,
-    ipv6_loopback_works,
     make_config,
     running_haproxy,
 )
-from _loopback import port_of, receive_exactly
+from _loopback import ipv6_loopback_works, port_of, receive_exactly
 from _rolling import Report, rolling_stop
 
 import trio_tcp

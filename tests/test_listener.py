@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from _loopback import port_of
+from _loopback import ipv6_loopback_works, port_of
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -160,17 +160,6 @@ async def drain(stream: trio.SocketStream) -> None:
 
 def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "trio_tcp" and r.levelno >= logging.ERROR]
-
-
-def ipv6_loopback_works() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 # -- binding and ports -------------------------------------------------------------------
